@@ -1,0 +1,1 @@
+"""Analysis over the warehouse's SQL views: queries, statistics, exports and figures."""

@@ -1,0 +1,1 @@
+"""Activation-aligned LoRA, language-subnetwork tuning and steering interventions."""

@@ -1,0 +1,1 @@
+"""Corpus readers, model and SAE loading, hooks, pooling, the ingest runner."""

@@ -1,0 +1,1 @@
+"""xling's SQL: append-only migrations and one view a file."""

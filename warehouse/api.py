@@ -1,0 +1,122 @@
+"""The `Warehouse` Python API: one DuckDB file, DataFrames and Arrow out."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from xling.analysis.api import AnalysisMixin
+from xling.warehouse.connection import connect, default_db_path
+from xling.warehouse.errors import XlingError
+
+
+class Warehouse(AnalysisMixin):
+    """A cross-lingual activation warehouse.
+
+    >>> wh = Warehouse("xling.duckdb")           # creates and migrates if needed
+    >>> wh.sql("SELECT lang, count(*) FROM phrases GROUP BY lang")
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, read_only: bool = False,
+                 create: bool = True) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        self.read_only = read_only
+        self.con: duckdb.DuckDBPyConnection = connect(self.path, read_only=read_only,
+                                                      create=create)
+
+    # -- plumbing ---------------------------------------------------------------------
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def sql(self, query: str, params: Sequence[Any] | dict | None = None) -> pd.DataFrame:
+        """Run one query with bound parameters; returns a DataFrame."""
+        return self.con.execute(query, params).df()
+
+    def arrow(self, query: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
+        return self.con.execute(query, params).arrow()
+
+    def scalar(self, query: str, params: Sequence[Any] | dict | None = None) -> Any:
+        row = self.con.execute(query, params).fetchone()
+        return None if row is None else row[0]
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All-or-nothing: commit on success, roll back on any exception."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def engine(self):
+        """A SQLAlchemy engine (dialect `duckdb`) over this warehouse, for users' tools.
+
+        Its connections are cursors of this object's connection: DuckDB refuses a second
+        connection to the same file in one process with a different configuration, which
+        is what `create_engine("duckdb:///path")` would open. From another process, use
+        `create_engine(f"duckdb:///{path}")` directly.
+        """
+        import sqlalchemy
+        from duckdb_engine import ConnectionWrapper
+
+        return sqlalchemy.create_engine(
+            "duckdb://", creator=lambda: ConnectionWrapper(self.con.cursor())
+        )
+
+    # -- catalog ----------------------------------------------------------------------
+    def runs(self) -> pd.DataFrame:
+        return self.sql(
+            "SELECT r.run_id, m.name AS model, m.adapter, r.status, r.n_phrases, r.n_rows, "
+            "r.started_at, r.finished_at FROM runs r JOIN models m USING (model_id) "
+            "ORDER BY r.run_id"
+        )
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        row = self.con.execute(
+            "SELECT r.run_id, r.model_id, m.name, m.adapter, r.status, r.config, r.n_phrases, "
+            "r.n_rows, r.started_at, r.finished_at FROM runs r JOIN models m USING (model_id) "
+            "WHERE r.run_id = ?", [run_id]
+        ).fetchone()
+        if row is None:
+            raise XlingError(f"no run {run_id}; `xling runs list` shows the runs")
+        keys = ["run_id", "model_id", "model", "adapter", "status", "config", "n_phrases",
+                "n_rows", "started_at", "finished_at"]
+        out = dict(zip(keys, row, strict=True))
+        out["config"] = json.loads(out["config"])
+        return out
+
+    def resolve_run(self, run_id: int | None) -> int:
+        """`run_id` checked to exist, or the latest finished run."""
+        if run_id is not None:
+            self.run(run_id)
+            return run_id
+        latest = self.scalar("SELECT max(run_id) FROM runs WHERE status = 'finished'")
+        if latest is None:
+            raise XlingError("no finished run in the warehouse; run `xling ingest` first")
+        return int(latest)
+
+    def delete_run(self, run_id: int) -> None:
+        self.run(run_id)
+        with self.transaction() as con:
+            for table in ("feature_acts", "residuals", "neuron_stats", "phrase_tokens",
+                          "run_chunks", "runs"):
+                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+
+    def languages(self) -> pd.DataFrame:
+        return self.sql("SELECT lang, name, resource_group FROM languages ORDER BY lang")

@@ -1,0 +1,34 @@
+"""Bulk appends: rows travel as Arrow and enter DuckDB with one INSERT ... SELECT."""
+
+from __future__ import annotations
+
+import itertools
+
+import duckdb
+import pyarrow as pa
+
+# Tables that bulk rows may be appended to; names never come from users.
+BULK_TABLES = frozenset({
+    "phrases", "phrase_tokens", "feature_acts", "residuals", "neuron_stats", "benchmarks",
+})
+
+_counter = itertools.count()
+
+
+def append_arrow(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
+    """Append `rows` to `table` by column name; returns the number of rows.
+
+    Chunks are combined first: DuckDB scans one contiguous Arrow table far faster than many
+    small record batches. The caller owns the transaction.
+    """
+    if table not in BULK_TABLES:
+        raise ValueError(f"not a bulk table: {table}")
+    if rows.num_rows == 0:
+        return 0
+    name = f"_xling_in_{next(_counter)}"
+    con.register(name, rows.combine_chunks())
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
+    finally:
+        con.unregister(name)
+    return rows.num_rows

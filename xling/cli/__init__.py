@@ -1,0 +1,54 @@
+"""The `xling` command: a thin layer that parses options, calls the library, renders."""
+
+from __future__ import annotations
+
+import typer
+from typer.core import TyperGroup
+
+
+class _XlingGroup(TyperGroup):
+    """Turns user errors (`XlingError`) raised anywhere below into one line and exit 1."""
+
+    def invoke(self, ctx):
+        from xling.warehouse.errors import XlingError
+
+        try:
+            return super().invoke(ctx)
+        except XlingError as err:
+            typer.echo(f"Error: {err}", err=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_XlingGroup,
+    help="xling — a cross-lingual activation warehouse (model + SAE activations in DuckDB).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _register() -> None:
+    from xling.cli import bench, corpus, export, finetune, ingest, plot, query, runs, sae, steer
+    from xling.cli import sql as sql_cmd
+
+    app.command("init")(runs.init)
+    app.command("sql")(sql_cmd.sql)
+    app.add_typer(corpus.app, name="corpus")
+    ingest.register(app)
+    app.add_typer(sae.app, name="sae")
+    app.add_typer(query.app, name="query")
+    export.register(app)
+    app.add_typer(plot.app, name="plot")
+    app.add_typer(bench.app, name="bench")
+    app.add_typer(finetune.app, name="finetune")
+    app.add_typer(steer.app, name="steer")
+    app.add_typer(runs.app, name="runs")
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,51 @@
+"""`xling init` and `xling runs list|show|delete`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from xling.cli.common import DbOpt, Format, FormatOpt, open_warehouse, render
+
+app = typer.Typer(help="List, inspect and delete ingest runs.", no_args_is_help=True)
+
+
+def init(db: DbOpt = None) -> None:
+    """Create the warehouse (or bring an existing one up to date)."""
+    from xling.warehouse.connection import applied_migrations
+
+    with open_warehouse(db, read_only=False) as wh:
+        n = len(applied_migrations(wh.con))
+        typer.echo(f"warehouse {wh.path} ready ({n} migrations applied)")
+
+
+@app.command("list")
+def list_runs(db: DbOpt = None, fmt: FormatOpt = Format.table) -> None:
+    """One line per run: model, adapter, status, phrases and rows."""
+    with open_warehouse(db) as wh:
+        render(wh.runs(), fmt, title="runs", name="runs")
+
+
+@app.command("show")
+def show(run_id: Annotated[int, typer.Argument(help="Run id.")], db: DbOpt = None) -> None:
+    """A run's full record, config included, as JSON."""
+    with open_warehouse(db) as wh:
+        typer.echo(json.dumps(wh.run(run_id), indent=2, default=str))
+
+
+@app.command("delete")
+def delete(
+    run_id: Annotated[int, typer.Argument(help="Run id.")],
+    db: DbOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Delete a run and every row it wrote."""
+    with open_warehouse(db, read_only=False) as wh:
+        run = wh.run(run_id)
+        if not yes:
+            typer.confirm(f"delete run {run_id} ({run['model']}, {run['n_rows']} rows)?",
+                          abort=True)
+        wh.delete_run(run_id)
+    typer.echo(f"deleted run {run_id}")
