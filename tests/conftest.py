@@ -35,7 +35,6 @@ def cli():
     runner = CliRunner()
 
     def invoke(*args: str, input: str | None = None):
-        return runner.invoke(app, [str(a) for a in args], input=input,
-                             env={"COLUMNS": "120"})
+        return runner.invoke(app, [str(a) for a in args], input=input, env={"COLUMNS": "120"})
 
     return invoke

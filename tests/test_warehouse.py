@@ -6,29 +6,74 @@ import json
 
 import duckdb
 import pytest
-
 from xling.warehouse import Warehouse, XlingError
 from xling.warehouse.connection import migrations
 
 EXPECTED_COLUMNS = {
     "languages": ["lang", "name", "resource_group"],
-    "phrases": ["phrase_id", "group_id", "lang", "text", "source", "origin_layer",
-                "origin_feature"],
-    "models": ["model_id", "name", "revision", "adapter", "n_layers", "d_model", "d_mlp",
-               "arch", "source", "created_at"],
-    "saes": ["sae_id", "model_id", "layer", "release", "sae_name", "path", "d_in", "d_sae",
-             "architecture", "hook_name", "explained_variance", "l0", "created_at"],
-    "runs": ["run_id", "model_id", "status", "config", "started_at", "finished_at",
-             "n_phrases", "n_rows", "note"],
+    "phrases": [
+        "phrase_id",
+        "group_id",
+        "lang",
+        "text",
+        "source",
+        "origin_layer",
+        "origin_feature",
+    ],
+    "models": [
+        "model_id",
+        "name",
+        "revision",
+        "adapter",
+        "n_layers",
+        "d_model",
+        "d_mlp",
+        "arch",
+        "source",
+        "created_at",
+    ],
+    "saes": [
+        "sae_id",
+        "model_id",
+        "layer",
+        "release",
+        "sae_name",
+        "path",
+        "d_in",
+        "d_sae",
+        "architecture",
+        "hook_name",
+        "explained_variance",
+        "l0",
+        "created_at",
+    ],
+    "runs": [
+        "run_id",
+        "model_id",
+        "status",
+        "config",
+        "started_at",
+        "finished_at",
+        "n_phrases",
+        "n_rows",
+        "note",
+    ],
     "run_chunks": ["run_id", "chunk", "n_phrases", "n_rows", "committed_at"],
     "phrase_tokens": ["run_id", "phrase_id", "n_tokens"],
-    "feature_acts": ["run_id", "phrase_id", "layer", "feature", "act_mean", "act_max",
-                     "n_active"],
+    "feature_acts": ["run_id", "phrase_id", "layer", "feature", "act_mean", "act_max", "n_active"],
     "residuals": ["run_id", "phrase_id", "layer", "vec"],
-    "neuron_stats": ["run_id", "lang", "layer", "neuron", "n_tokens", "n_positive",
-                     "act_sum"],
-    "benchmarks": ["model_id", "task", "lang", "metric", "value", "stderr", "n_samples",
-                   "source", "imported_at"],
+    "neuron_stats": ["run_id", "lang", "layer", "neuron", "n_tokens", "n_positive", "act_sum"],
+    "benchmarks": [
+        "model_id",
+        "task",
+        "lang",
+        "metric",
+        "value",
+        "stderr",
+        "n_samples",
+        "source",
+        "imported_at",
+    ],
     "interventions": ["name", "kind", "config", "created_at"],
 }
 
@@ -36,7 +81,9 @@ EXPECTED_COLUMNS = {
 def _columns(con, table):
     rows = con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
-        "ORDER BY ordinal_position", [table]).fetchall()
+        "ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
     return [r[0] for r in rows]
 
 
@@ -56,7 +103,9 @@ def test_migrations_recorded_once_and_reopen_is_idempotent(db_path):
     Warehouse(db_path).close()
     Warehouse(db_path).close()
     con = duckdb.connect(str(db_path), read_only=True)
-    names = [r[0] for r in con.execute("SELECT name FROM _xling_migrations ORDER BY name").fetchall()]
+    names = [
+        r[0] for r in con.execute("SELECT name FROM _xling_migrations ORDER BY name").fetchall()
+    ]
     con.close()
     assert names == [n for n, _ in migrations()]
 
@@ -81,19 +130,22 @@ def test_sqlalchemy_engine_reads_the_same_file(db_path):
     assert n == 10
 
 
-@pytest.mark.parametrize("stmt", [
-    "DROP TABLE languages",
-    "DELETE FROM languages",
-    "INSERT INTO languages VALUES ('xx', 'X', 'low')",
-    "UPDATE languages SET name = 'x'",
-    "CREATE TABLE t (a INT)",
-    "ATTACH 'other.duckdb' AS o",
-    "COPY languages TO 'out.csv'",
-    "PRAGMA enable_profiling",
-    "SET enable_external_access = true",
-    "SELECT 1; DROP TABLE languages",
-    "SELECT * FROM read_csv('/etc/passwd')",
-])
+@pytest.mark.parametrize(
+    "stmt",
+    [
+        "DROP TABLE languages",
+        "DELETE FROM languages",
+        "INSERT INTO languages VALUES ('xx', 'X', 'low')",
+        "UPDATE languages SET name = 'x'",
+        "CREATE TABLE t (a INT)",
+        "ATTACH 'other.duckdb' AS o",
+        "COPY languages TO 'out.csv'",
+        "PRAGMA enable_profiling",
+        "SET enable_external_access = true",
+        "SELECT 1; DROP TABLE languages",
+        "SELECT * FROM read_csv('/etc/passwd')",
+    ],
+)
 def test_sql_without_write_cannot_change_or_escape(cli, db_path, tmp_path, monkeypatch, stmt):
     monkeypatch.chdir(tmp_path)
     Warehouse(db_path).close()
@@ -107,11 +159,21 @@ def test_sql_without_write_cannot_change_or_escape(cli, db_path, tmp_path, monke
 
 def test_sql_with_write_changes_data_in_one_transaction(cli, db_path):
     Warehouse(db_path).close()
-    res = cli("sql", "INSERT INTO languages VALUES ('sw', 'Swahili', 'low'); SELECT 1",
-              "--db", db_path, "--write")
+    res = cli(
+        "sql",
+        "INSERT INTO languages VALUES ('sw', 'Swahili', 'low'); SELECT 1",
+        "--db",
+        db_path,
+        "--write",
+    )
     assert res.exit_code == 0, res.output
-    bad = cli("sql", "INSERT INTO languages VALUES ('yo', 'Yoruba', 'low'); SELECT nope",
-              "--db", db_path, "--write")
+    bad = cli(
+        "sql",
+        "INSERT INTO languages VALUES ('yo', 'Yoruba', 'low'); SELECT nope",
+        "--db",
+        db_path,
+        "--write",
+    )
     assert bad.exit_code == 1
     with Warehouse(db_path, read_only=True) as wh:
         langs = set(wh.languages().lang)
@@ -120,11 +182,13 @@ def test_sql_with_write_changes_data_in_one_transaction(cli, db_path):
 
 def test_sql_formats(cli, db_path):
     Warehouse(db_path).close()
-    res = cli("sql", "SELECT lang FROM languages WHERE lang = 'en'", "--db", db_path,
-              "--format", "csv")
+    res = cli(
+        "sql", "SELECT lang FROM languages WHERE lang = 'en'", "--db", db_path, "--format", "csv"
+    )
     assert res.stdout == "lang\nen\n"
-    res = cli("sql", "SELECT lang FROM languages WHERE lang = 'en'", "--db", db_path,
-              "--format", "json")
+    res = cli(
+        "sql", "SELECT lang FROM languages WHERE lang = 'en'", "--db", db_path, "--format", "json"
+    )
     assert json.loads(res.stdout) == [{"lang": "en"}]
 
 

@@ -6,7 +6,6 @@ import os
 
 import duckdb
 import pandas as pd
-
 from xling.warehouse.connection import connect
 from xling.warehouse.errors import XlingError
 

@@ -12,7 +12,6 @@ from typing import Any
 import duckdb
 import pandas as pd
 import pyarrow as pa
-
 from xling.analysis.api import AnalysisMixin
 from xling.warehouse.connection import connect, default_db_path
 from xling.warehouse.errors import XlingError
@@ -25,12 +24,12 @@ class Warehouse(AnalysisMixin):
     >>> wh.sql("SELECT lang, count(*) FROM phrases GROUP BY lang")
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, read_only: bool = False,
-                 create: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike | None = None, *, read_only: bool = False, create: bool = True
+    ) -> None:
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = read_only
-        self.con: duckdb.DuckDBPyConnection = connect(self.path, read_only=read_only,
-                                                      create=create)
+        self.con: duckdb.DuckDBPyConnection = connect(self.path, read_only=read_only, create=create)
 
     # -- plumbing ---------------------------------------------------------------------
     def close(self) -> None:
@@ -91,12 +90,23 @@ class Warehouse(AnalysisMixin):
         row = self.con.execute(
             "SELECT r.run_id, r.model_id, m.name, m.adapter, r.status, r.config, r.n_phrases, "
             "r.n_rows, r.started_at, r.finished_at FROM runs r JOIN models m USING (model_id) "
-            "WHERE r.run_id = ?", [run_id]
+            "WHERE r.run_id = ?",
+            [run_id],
         ).fetchone()
         if row is None:
             raise XlingError(f"no run {run_id}; `xling runs list` shows the runs")
-        keys = ["run_id", "model_id", "model", "adapter", "status", "config", "n_phrases",
-                "n_rows", "started_at", "finished_at"]
+        keys = [
+            "run_id",
+            "model_id",
+            "model",
+            "adapter",
+            "status",
+            "config",
+            "n_phrases",
+            "n_rows",
+            "started_at",
+            "finished_at",
+        ]
         out = dict(zip(keys, row, strict=True))
         out["config"] = json.loads(out["config"])
         return out
@@ -114,8 +124,14 @@ class Warehouse(AnalysisMixin):
     def delete_run(self, run_id: int) -> None:
         self.run(run_id)
         with self.transaction() as con:
-            for table in ("feature_acts", "residuals", "neuron_stats", "phrase_tokens",
-                          "run_chunks", "runs"):
+            for table in (
+                "feature_acts",
+                "residuals",
+                "neuron_stats",
+                "phrase_tokens",
+                "run_chunks",
+                "runs",
+            ):
                 con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
 
     def languages(self) -> pd.DataFrame:

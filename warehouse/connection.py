@@ -10,7 +10,6 @@ from importlib import resources
 from pathlib import Path
 
 import duckdb
-
 from xling.warehouse.errors import WarehouseLocked, XlingError
 
 log = logging.getLogger(__name__)
@@ -70,8 +69,9 @@ def _process_cmdline(pid: int) -> str | None:
     return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)[:120]
 
 
-def connect(path: str | os.PathLike | None = None, *, read_only: bool = False,
-            create: bool = True) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: str | os.PathLike | None = None, *, read_only: bool = False, create: bool = True
+) -> duckdb.DuckDBPyConnection:
     """Open (and, when writable, migrate) the warehouse at `path`.
 
     Read-only opens never create or migrate a file; they refuse a warehouse that needs
@@ -108,7 +108,9 @@ def applied_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
     ).fetchone()[0]
     if not exists:
         return []
-    return [r[0] for r in con.execute(f"SELECT name FROM {MIGRATIONS_TABLE} ORDER BY name").fetchall()]
+    return [
+        r[0] for r in con.execute(f"SELECT name FROM {MIGRATIONS_TABLE} ORDER BY name").fetchall()
+    ]
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -146,9 +148,7 @@ def install_views(con: duckdb.DuckDBPyConnection) -> bool:
     try:
         for _name, text in views():
             con.execute(text)
-        con.execute(
-            "INSERT OR REPLACE INTO _xling_meta VALUES ('views_hash', ?)", [want]
-        )
+        con.execute("INSERT OR REPLACE INTO _xling_meta VALUES ('views_hash', ?)", [want])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -160,9 +160,11 @@ def _check_current(con: duckdb.DuckDBPyConnection, p: Path) -> None:
     pending = [n for n, _ in migrations() if n not in set(applied_migrations(con))]
     stale_views = False
     if not pending:
-        row = con.execute(
-            "SELECT value FROM _xling_meta WHERE key = 'views_hash'"
-        ).fetchone() if _has_table(con, "_xling_meta") else None
+        row = (
+            con.execute("SELECT value FROM _xling_meta WHERE key = 'views_hash'").fetchone()
+            if _has_table(con, "_xling_meta")
+            else None
+        )
         stale_views = not row or row[0] != views_hash()
     if pending or stale_views:
         raise XlingError(
@@ -172,6 +174,8 @@ def _check_current(con: duckdb.DuckDBPyConnection, p: Path) -> None:
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-    ).fetchone()[0])
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+        ).fetchone()[0]
+    )

@@ -8,9 +8,16 @@ import duckdb
 import pyarrow as pa
 
 # Tables that bulk rows may be appended to; names never come from users.
-BULK_TABLES = frozenset({
-    "phrases", "phrase_tokens", "feature_acts", "residuals", "neuron_stats", "benchmarks",
-})
+BULK_TABLES = frozenset(
+    {
+        "phrases",
+        "phrase_tokens",
+        "feature_acts",
+        "residuals",
+        "neuron_stats",
+        "benchmarks",
+    }
+)
 
 _counter = itertools.count()
 

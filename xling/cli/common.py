@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from xling.warehouse import Warehouse
 
 
-class Format(str, enum.Enum):
+class Format(enum.StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
@@ -28,10 +28,12 @@ DbOpt = Annotated[
     typer.Option("--db", envvar="XLING_DB", help="Warehouse file [default: ./xling.duckdb]."),
 ]
 RunOpt = Annotated[
-    int | None, typer.Option("--run", help="Run id [default: the latest finished run]."),
+    int | None,
+    typer.Option("--run", help="Run id [default: the latest finished run]."),
 ]
 FormatOpt = Annotated[
-    Format, typer.Option("--format", "-f", help="Output format.", case_sensitive=False),
+    Format,
+    typer.Option("--format", "-f", help="Output format.", case_sensitive=False),
 ]
 
 
@@ -48,8 +50,14 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, width=width)
 
 
-def render(df: pd.DataFrame, fmt: Format = Format.table, *, title: str | None = None,
-           name: str = "table", digits: int = 4) -> None:
+def render(
+    df: pd.DataFrame,
+    fmt: Format = Format.table,
+    *,
+    title: str | None = None,
+    name: str = "table",
+    digits: int = 4,
+) -> None:
     """Print `df`: a rich table for people, or text for machines and papers."""
     if fmt is not Format.table:
         from xling.analysis.formats import format_frame
@@ -68,8 +76,13 @@ def render(df: pd.DataFrame, fmt: Format = Format.table, *, title: str | None = 
         cells = []
         for v in row:
             if isinstance(v, float):
-                cells.append("" if math.isnan(v) else f"{v:.{digits}g}" if abs(v) >= 1e5
-                             else f"{v:.{digits}f}")
+                cells.append(
+                    ""
+                    if math.isnan(v)
+                    else f"{v:.{digits}g}"
+                    if abs(v) >= 1e5
+                    else f"{v:.{digits}f}"
+                )
             else:
                 cells.append("" if v is None else str(v))
         table.add_row(*cells)

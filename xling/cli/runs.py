@@ -45,7 +45,8 @@ def delete(
     with open_warehouse(db, read_only=False) as wh:
         run = wh.run(run_id)
         if not yes:
-            typer.confirm(f"delete run {run_id} ({run['model']}, {run['n_rows']} rows)?",
-                          abort=True)
+            typer.confirm(
+                f"delete run {run_id} ({run['model']}, {run['n_rows']} rows)?", abort=True
+            )
         wh.delete_run(run_id)
     typer.echo(f"deleted run {run_id}")
