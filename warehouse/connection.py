@@ -66,7 +66,8 @@ def _process_cmdline(pid: int) -> str | None:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)[:120]
+    text = " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
+    return " ".join(text.split())[:120]
 
 
 def connect(
