@@ -38,3 +38,33 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], input=input, env={"COLUMNS": "120"})
 
     return invoke
+
+
+# -- tiny model, tiny SAEs, small aligned corpus (built offline once per session) ----------
+# tests/tinymodel.py builds them; see its docstring.
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A seeded 4-layer Gemma3ForCausalLM + fast tokenizer saved as safetensors."""
+    from tinymodel import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sae_dirs(tmp_path_factory):
+    """{layer: sae-lens directory} for layers 0-3 (d_in 64, d_sae 128); the parent directory
+    holds them as `layer_{L}`, usable as `--sae-dir`."""
+    from tinymodel import build_tiny_saes
+
+    return build_tiny_saes(tmp_path_factory.mktemp("tiny-saes"))
+
+
+@pytest.fixture
+def corpus_wh(wh):
+    """`wh` holding 12 aligned CLDR groups in the ten languages (phrase ids 1-120)."""
+    from tinymodel import cldr_phrases, insert_phrases
+
+    insert_phrases(wh, cldr_phrases(12))
+    return wh
