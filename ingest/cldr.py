@@ -15,11 +15,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import pandas as pd
+
 from xling.ingest.corpus import LoadResult, known_languages, load_phrases
 from xling.warehouse.errors import XlingError
 
 if TYPE_CHECKING:
     from babel import Locale
+
     from xling.warehouse import Warehouse
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
 from xling.warehouse.errors import XlingError
 from xling.warehouse.writer import append_arrow
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
 from xling.ingest.corpus import LoadResult, expand_paths, load_phrases, open_bytes
 from xling.warehouse.errors import XlingError
 

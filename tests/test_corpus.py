@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from xling.ingest.corpus import CorpusFormat, load_files
 from xling.warehouse import Warehouse, XlingError
 

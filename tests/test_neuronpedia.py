@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+
 from xling.ingest.neuronpedia import NeuronpediaConfig, layer_number, load_neuronpedia, window_text
 from xling.warehouse import Warehouse, XlingError
 
