@@ -1,0 +1,156 @@
+"""Pieces both fine-tunes share: batch encoding, the `finetunes` record, the result object."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xling.warehouse.errors import XlingError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from xling.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tune produced: its warehouse record, artifact and per-step losses."""
+
+    finetune_id: int
+    kind: str
+    adapter: str
+    losses: list[dict[str, float]]
+    n_trainable: int
+    n_params: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trainable_pct(self) -> float:
+        return 100.0 * self.n_trainable / self.n_params
+
+
+def encode(
+    tokenizer, texts: list[str], max_length: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) for `texts`, right-padded so every phrase starts at
+    position 0 — its activations are then those it has alone — and cut at `max_length`."""
+    batch = tokenizer(
+        texts,
+        return_tensors="pt",
+        padding=True,
+        padding_side="right",
+        truncation=True,
+        max_length=max_length,
+    )
+    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
+
+
+def check_out(path: Path, names: tuple[str, ...]) -> None:
+    """Refuse to overwrite an artifact: `path` must not hold any of `names` already."""
+    if path.is_file() and path.name in names:
+        raise XlingError(f"{path} exists; pick another --out or delete it")
+    if path.is_dir() and any((path / n).exists() for n in names):
+        raise XlingError(f"{path} already holds an adapter; pick another --out or delete it")
+
+
+def record_finetune(
+    wh: Warehouse,
+    *,
+    kind: str,
+    base_run: int,
+    config: str,
+    losses: list[dict[str, float]],
+    adapter: Path,
+    n_trainable: int,
+    n_params: int,
+) -> int:
+    """Insert the `finetunes` row; returns its id."""
+    model_id = wh.run(base_run)["model_id"]
+    with wh.transaction() as con:
+        return int(
+            con.execute(
+                "INSERT INTO finetunes (kind, base_run, model_id, config, losses, adapter, "
+                "n_trainable, n_params) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING finetune_id",
+                [
+                    kind,
+                    base_run,
+                    model_id,
+                    config,
+                    json.dumps(losses),
+                    str(adapter.resolve()),
+                    n_trainable,
+                    n_params,
+                ],
+            ).fetchone()[0]
+        )
+
+
+def list_finetunes(wh: Warehouse) -> pd.DataFrame:
+    """One row per fine-tune: kind, base run, steps, first and last loss, trainable share."""
+    return wh.sql(
+        "SELECT finetune_id, kind, base_run, "
+        "json_array_length(losses) AS steps, "
+        "CAST(losses->'$[0].loss' AS DOUBLE) AS first_loss, "
+        "CAST(losses->'$[-1].loss' AS DOUBLE) AS last_loss, "
+        "100.0 * n_trainable / n_params AS trainable_pct, adapter, created_at "
+        "FROM finetunes ORDER BY finetune_id"
+    )
+
+
+def lape_neurons(wh: Warehouse, run: int, lang: str, top_rate: float) -> dict[int, list[int]]:
+    """{layer: sorted neuron ids} of `lang`'s LAPE neurons in `run`'s neuron stats."""
+    from xling.analysis.queries import lape
+
+    _check_neuron_run(wh, run, lang)
+    df = lape(wh, kind="neurons", lang=lang, top_rate=top_rate, run=run)
+    out: dict[int, list[int]] = {}
+    for layer, neuron in zip(df["layer"], df["neuron"], strict=True):
+        out.setdefault(int(layer), []).append(int(neuron))
+    if not out:
+        raise XlingError(
+            f"run {run} has no LAPE neurons for {lang!r} at top_rate {top_rate}; "
+            "raise --top-rate or ingest more text in that language"
+        )
+    return {layer: sorted(ids) for layer, ids in sorted(out.items())}
+
+
+def _check_neuron_run(wh: Warehouse, run: int, lang: str) -> None:
+    wh.run(run)
+    langs = set(wh.sql("SELECT DISTINCT lang FROM neuron_stats WHERE run_id = ?", [run])["lang"])
+    if not langs:
+        raise XlingError(f"run {run} has no neuron stats; ingest with --neurons")
+    if lang not in langs:
+        raise XlingError(
+            f"run {run} has no neuron stats for {lang!r}; it has {', '.join(sorted(langs))}"
+        )
+
+
+def load_run_model(wh: Warehouse, run_id: int, device: str | None = None):
+    """(LoadedModel, recorded config) of a finished run's base model, loaded as it recorded
+    (source, revision, dtype; `device` overrides the recorded one)."""
+    from xling.ingest.models import load_model
+
+    run = wh.run(run_id)
+    if run["status"] != "finished":
+        raise XlingError(f"run {run_id} is {run['status']}; fine-tune from a finished run")
+    recorded = run["config"]
+    if recorded.get("adapter") or run["adapter"]:
+        raise XlingError(
+            f"run {run_id} was made with an adapter; fine-tune from a run of the base model"
+        )
+    lm = load_model(
+        recorded["model"],
+        revision=recorded.get("revision"),
+        dtype=recorded.get("dtype", "float32"),
+        device=device or recorded.get("device", "cpu"),
+        trust_remote_code=recorded.get("trust_remote_code", False),
+        allow_pickle=recorded.get("allow_pickle", False),
+    )
+    return lm, recorded

@@ -1,0 +1,329 @@
+"""Language-subnetwork tuning: train only the MLP weights of a language's LAPE neurons.
+
+Neuron j of block L is row j of `gate_proj` and `up_proj` and column j of `down_proj`. Those
+rows and columns are spliced out as the only trainable tensors (a parametrization writes them
+into the frozen weight on every forward), so the optimiser — AdamW, weight decay included —
+never touches any other weight: they stay bit-identical. The result is saved as a small delta
+file (safetensors: the new rows and columns, their indices and metadata) that
+`xling.finetune.apply.apply_adapter` writes back into a freshly loaded model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xling.finetune.config import SubnetworkConfig
+from xling.warehouse.errors import XlingError
+
+if TYPE_CHECKING:
+    import torch
+
+    from xling.finetune.align import StepCallback
+    from xling.finetune.common import FinetuneResult
+    from xling.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+DELTA_FORMAT = "xling-subnetwork-delta"
+DELTA_VERSION = "1"
+DELTA_FILE = "subnetwork.safetensors"
+# (projection, dimension of its weight that indexes neurons): nn.Linear weights are [out, in].
+NEURON_SLICES = (("gate_proj", 0), ("up_proj", 0), ("down_proj", 1))
+
+
+def _layers(model: torch.nn.Module):
+    from xling.ingest.hooks import decoder_layers
+
+    return decoder_layers(model)
+
+
+def _mlp(model: torch.nn.Module, layer: int) -> torch.nn.Module:
+    mlp = getattr(_layers(model)[layer], "mlp", None)
+    if mlp is None or not all(hasattr(mlp, name) for name, _ in NEURON_SLICES):
+        raise XlingError(
+            f"block {layer} of {type(model).__name__} has no gated MLP "
+            "(gate_proj/up_proj/down_proj); subnetwork tuning needs one"
+        )
+    return mlp
+
+
+def _splice_module():
+    import torch
+
+    class Splice(torch.nn.Module):
+        """The frozen weight with the `index` slices along `dim` taken from a trainable part."""
+
+        def __init__(self, weight: torch.Tensor, index: torch.Tensor, dim: int) -> None:
+            super().__init__()
+            self.dim = dim
+            self.register_buffer("index", index)
+            self.part = torch.nn.Parameter(weight.detach().index_select(dim, index).clone())
+
+        def forward(self, weight: torch.Tensor) -> torch.Tensor:
+            return weight.index_copy(self.dim, self.index, self.part)
+
+    return Splice
+
+
+@contextlib.contextmanager
+def spliced(
+    model: torch.nn.Module, neurons: dict[int, list[int]]
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Make only the selected neurons' rows/columns trainable, for the duration of the block.
+
+    Yields {"layer.L.<proj>": part} — the trainable tensors, to hand to an optimiser. Every
+    parameter of the model is frozen inside the block. On exit the parametrizations are
+    removed, the original weights (never written to) come back, and — unless the block
+    raised — the trained parts are written into them (`write_delta`): the model leaves tuned.
+    """
+    import torch
+    from torch.nn.utils import parametrize
+
+    Splice = _splice_module()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    parts: dict[str, torch.Tensor] = {}
+    registered: list[torch.nn.Module] = []
+    try:
+        for layer, idx in sorted(neurons.items()):
+            mlp = _mlp(model, layer)
+            for name, dim in NEURON_SLICES:
+                proj = getattr(mlp, name)
+                index = torch.tensor(sorted(idx), dtype=torch.long, device=proj.weight.device)
+                splice = Splice(proj.weight, index, dim)
+                parametrize.register_parametrization(proj, "weight", splice)
+                registered.append(proj)
+                parts[f"layer.{layer}.{name}"] = splice.part
+        yield parts
+        trained = {key: part.detach().clone() for key, part in parts.items()}
+    finally:
+        for proj in registered:
+            parametrize.remove_parametrizations(proj, "weight", leave_parametrized=False)
+    write_delta(model, delta_tensors(neurons, trained))
+
+
+def delta_tensors(
+    neurons: dict[int, list[int]], parts: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The delta file's tensors: per layer the sorted neuron indices and the new slices."""
+    import torch
+
+    out: dict[str, torch.Tensor] = {}
+    for layer, idx in sorted(neurons.items()):
+        out[f"layer.{layer}.index"] = torch.tensor(sorted(idx), dtype=torch.long)
+        for name, _ in NEURON_SLICES:
+            out[f"layer.{layer}.{name}"] = (
+                parts[f"layer.{layer}.{name}"].detach().cpu().contiguous()
+            )
+    return out
+
+
+def _layers_in(tensors: dict[str, torch.Tensor]) -> list[int]:
+    return sorted({int(key.split(".")[1]) for key in tensors})
+
+
+def write_delta(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy the delta's rows/columns into the model's MLP weights, in place."""
+    import torch
+
+    with torch.no_grad():
+        for layer in _layers_in(tensors):
+            mlp = _mlp(model, layer)
+            for name, dim in NEURON_SLICES:
+                weight = getattr(mlp, name).weight
+                index = tensors[f"layer.{layer}.index"].to(weight.device)
+                part = tensors[f"layer.{layer}.{name}"]
+                if part.shape[dim] != index.numel() or part.dtype != weight.dtype:
+                    raise XlingError(
+                        f"subnetwork delta does not fit layer {layer} {name}: "
+                        f"{tuple(part.shape)} {part.dtype} vs weight {tuple(weight.shape)} "
+                        f"{weight.dtype}; load the model in the dtype it was tuned in"
+                    )
+                weight.index_copy_(dim, index, part.to(weight.device))
+
+
+def save_delta(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+    """Write the delta as safetensors; `metadata` values are stored as JSON strings."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": DELTA_FORMAT, "version": DELTA_VERSION}
+    meta.update({key: json.dumps(value) for key, value in metadata.items()})
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def delta_path(path: str | Path) -> Path:
+    """The delta file for `path`: the file itself, or `DELTA_FILE` inside a directory."""
+    p = Path(path)
+    return p / DELTA_FILE if p.is_dir() or not p.suffix else p
+
+
+def is_delta(path: str | Path) -> bool:
+    p = delta_path(path)
+    if not p.is_file():
+        return False
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == DELTA_FORMAT
+    except Exception:
+        return False
+
+
+def load_delta(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, metadata) of a delta file written by `save_delta`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    p = delta_path(path)
+    if not is_delta(p):
+        raise XlingError(
+            f"{p} is not an xling subnetwork delta; pass the file `finetune subnetwork` wrote"
+        )
+    with safe_open(str(p), framework="pt") as f:
+        raw = f.metadata() or {}
+    meta = {k: json.loads(v) for k, v in raw.items() if k not in ("format", "version")}
+    return load_file(str(p)), meta
+
+
+def apply_delta(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
+    """Write a saved delta into `model` (checked against its shape); returns the metadata."""
+    tensors, meta = load_delta(path)
+    gate = _mlp(model, 0).gate_proj
+    shape = (len(_layers(model)), gate.in_features, gate.out_features)
+    made_for = (meta.get("n_layers"), meta.get("d_model"), meta.get("d_mlp"))
+    if made_for != shape:
+        raise XlingError(
+            f"delta {path} was made for {meta.get('model')} (layers, d_model, d_mlp = "
+            f"{made_for}), not this model {shape}"
+        )
+    write_delta(model, tensors)
+    return meta
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# -- from the warehouse ------------------------------------------------------------------
+
+
+def language_texts(wh: Warehouse, run_id: int, lang: str) -> list[str]:
+    """The run's phrases in `lang`, in phrase order: the training text."""
+    texts = wh.sql(
+        "SELECT p.text FROM phrases p JOIN phrase_tokens t USING (phrase_id) "
+        "WHERE t.run_id = ? AND p.lang = ? ORDER BY p.phrase_id",
+        [run_id, lang],
+    )["text"].tolist()
+    if not texts:
+        raise XlingError(f"run {run_id} has no phrases in {lang!r} to train on")
+    return texts
+
+
+def train_subnetwork(
+    wh: Warehouse, cfg: SubnetworkConfig, on_step: StepCallback | None = None
+) -> FinetuneResult:
+    """Tune `cfg.lang`'s LAPE neurons on its phrases (causal-LM loss), save the delta file
+    and record the fine-tune. Everything is checked before the model loads."""
+    import numpy as np
+    import torch
+
+    from xling.finetune.common import (
+        FinetuneResult,
+        check_out,
+        encode,
+        lape_neurons,
+        load_run_model,
+        record_finetune,
+    )
+
+    out = delta_path(cfg.out)
+    check_out(out, (out.name,))
+    neurons = lape_neurons(wh, cfg.run, cfg.lang, cfg.top_rate)
+    texts = language_texts(wh, cfg.run, cfg.lang)
+    lm, _ = load_run_model(wh, cfg.run, cfg.device)
+    model, tok = lm.model, lm.tokenizer
+    n_layers = len(_layers(model))
+    if max(neurons) >= n_layers:
+        raise XlingError(
+            f"run {cfg.run}'s neurons reach layer {max(neurons)}; the model has {n_layers}"
+        )
+    n_params = count_parameters(model)
+    rng = np.random.default_rng(cfg.seed)
+    order: list[int] = []
+    losses: list[dict[str, float]] = []
+    model.train()
+    with spliced(model, neurons) as parts:
+        params = list(parts.values())
+        n_trainable = sum(p.numel() for p in params)
+        log.info(
+            "training %d neurons of %r over %d layers: %d of %d parameters (%.4f%%)",
+            sum(map(len, neurons.values())),
+            cfg.lang,
+            len(neurons),
+            n_trainable,
+            n_params,
+            100 * n_trainable / n_params,
+        )
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        for step in range(1, cfg.steps + 1):
+            while len(order) < cfg.batch_size:
+                order.extend(rng.permutation(len(texts)).tolist())
+            idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+            ids, mask = encode(tok, [texts[i] for i in idx], cfg.max_length, lm.device)
+            loss = model(
+                input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)
+            ).loss
+            if not torch.isfinite(loss):
+                raise XlingError(f"loss is {loss.item()} at step {step}; lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            record = {"step": step, "loss": loss.item(), "grad_norm": float(grad_norm)}
+            losses.append(record)
+            if on_step is not None:
+                on_step(record)
+    model.eval()
+    tensors = delta_tensors(neurons, parts)
+    save_delta(
+        out,
+        tensors,
+        {
+            "model": lm.name,
+            "n_layers": n_layers,
+            "d_model": lm.d_model,
+            "d_mlp": lm.d_mlp,
+            "dtype": str(lm.dtype).removeprefix("torch."),
+            "lang": cfg.lang,
+            "run": cfg.run,
+            "top_rate": cfg.top_rate,
+            "neurons": {str(layer): len(ids) for layer, ids in neurons.items()},
+        },
+    )
+    finetune_id = record_finetune(
+        wh,
+        kind="subnetwork",
+        base_run=cfg.run,
+        config=cfg.to_json(),
+        losses=losses,
+        adapter=out,
+        n_trainable=n_trainable,
+        n_params=n_params,
+    )
+    return FinetuneResult(
+        finetune_id=finetune_id,
+        kind="subnetwork",
+        adapter=str(out.resolve()),
+        losses=losses,
+        n_trainable=n_trainable,
+        n_params=n_params,
+        extra={"neurons": {layer: len(ids) for layer, ids in neurons.items()}},
+    )

@@ -1,0 +1,236 @@
+"""Activation-aligned LoRA: the loss against a by-hand computation, and what training does."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+LANG = "ml"
+N_PAIRS = 12
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir
+    ).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _texts(lang: str, n: int = N_PAIRS) -> list[str]:
+    from tinymodel import cldr_names
+
+    return [names[lang] for _, names in cldr_names(n)]
+
+
+def _sae(tiny_sae_dirs, layer):
+    from sae_lens import SAE
+
+    return SAE.load_from_disk(str(tiny_sae_dirs[layer]))
+
+
+def _hand_pooled(
+    model, tok, sae_dir, layer: int, texts: list[str], stat: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each phrase alone: HF hidden_states[layer + 1] (= block output below the last block),
+    the SAE encoder in numpy from its safetensors file, pooled over tokens after BOS.
+
+    Also returns where a JumpReLU threshold is within float32 noise of some pooled token's
+    pre-activation: there a batched float32 forward may legitimately land on the other side.
+    """
+    import torch
+    from safetensors.numpy import load_file
+
+    w = load_file(str(sae_dir / "sae_weights.safetensors"))
+    cfg = json.loads((sae_dir / "cfg.json").read_text())
+    # sae-lens encoders: relu((x − b_dec if apply_b_dec_to_input) W_enc + b_enc), JumpReLU
+    # also zeroing pre-activations at or below the threshold.
+    b_in = w["b_dec"] if cfg["apply_b_dec_to_input"] else 0.0
+    assert cfg["normalize_activations"] == "none"
+    out, edge = [], []
+    for text in texts:
+        ids = tok(text, return_tensors="pt")["input_ids"]
+        assert ids[0, 0].item() == tok.bos_token_id
+        with torch.no_grad():
+            hidden = model(ids, output_hidden_states=True).hidden_states[layer + 1][0].numpy()
+        pre = (hidden[1:].astype(np.float64) - b_in) @ w["W_enc"] + w["b_enc"]
+        acts = np.maximum(pre, 0)
+        threshold = w.get("threshold")
+        if threshold is not None:
+            acts = acts * (pre > threshold)
+        edge.append(
+            np.zeros(pre.shape[1], bool)
+            if threshold is None
+            else (np.abs(pre - threshold) < 1e-4).any(0)
+        )
+        out.append(acts.max(0) if stat == "max" else acts.mean(0))
+    return np.stack(out), np.stack(edge)
+
+
+@pytest.mark.parametrize(("layer", "stat"), [(1, "max"), (2, "mean"), (2, "max")])
+def test_pooled_sae_acts_equal_hand_computation(lm, tiny_sae_dirs, layer, stat):
+    """Batched, right-padded, hooked, SAE-encoded and pooled = each phrase by hand."""
+    from xling.finetune.align import pooled_sae_acts
+    from xling.finetune.common import encode
+
+    model, tok = lm
+    texts = _texts("en", 4) + _texts(LANG, 4)
+    ids, mask = encode(tok, texts, 128, "cpu")
+    assert (mask == 0).any()  # the batch is padded
+    got = pooled_sae_acts(
+        model,
+        _sae(tiny_sae_dirs, layer),
+        ids,
+        mask,
+        layer=layer,
+        stat=stat,
+        bos_id=tok.bos_token_id,
+        include_bos=False,
+    ).detach()
+    want, edge = _hand_pooled(model, tok, tiny_sae_dirs[layer], layer, texts, stat)
+    assert (want > 0).sum() > 20 and edge.sum() <= 2
+    np.testing.assert_allclose(got.numpy()[~edge], want[~edge], rtol=1e-4, atol=1e-5)
+
+
+def test_alignment_loss_equals_hand_computation(lm, tiny_sae_dirs):
+    """The loss of a fixed batch through the model (layer 2, a ReLU SAE: no threshold edges)
+    equals the numpy formula over the hand-pooled activations."""
+    import torch
+
+    from xling.finetune.align import alignment_loss, pooled_sae_acts
+    from xling.finetune.common import encode
+
+    model, tok = lm
+    layer, lam = 2, 0.7
+    sae = _sae(tiny_sae_dirs, layer)
+    en, other = _texts("en", 4), _texts(LANG, 4)
+
+    def acts(texts):
+        ids, mask = encode(tok, texts, 128, "cpu")
+        return pooled_sae_acts(
+            model,
+            sae,
+            ids,
+            mask,
+            layer=layer,
+            stat="max",
+            bos_id=tok.bos_token_id,
+            include_bos=False,
+        )
+
+    a_en, _ = _hand_pooled(model, tok, tiny_sae_dirs[layer], layer, en, "max")
+    a_other, _ = _hand_pooled(model, tok, tiny_sae_dirs[layer], layer, other, "max")
+    orig = np.abs(a_en + np.random.default_rng(0).normal(0, 0.1, a_en.shape))
+    total, align, retain = alignment_loss(
+        acts(en), acts(other), torch.tensor(orig, dtype=torch.float32), lam
+    )
+    want_align = ((a_en - a_other) ** 2).sum(1).mean()
+    want_retain = ((a_en - orig) ** 2).sum(1).mean()
+    assert want_align > 1 and want_retain > 0.01
+    np.testing.assert_allclose(align.item(), want_align, rtol=1e-4)
+    np.testing.assert_allclose(retain.item(), want_retain, rtol=1e-4)
+    np.testing.assert_allclose(total.item(), want_align + lam * want_retain, rtol=1e-4)
+
+
+def _train(tiny_model_dir, tiny_sae_dirs, *, lam: float, steps: int = 25, layer: int = 2):
+    """Train LoRA on (en, ml) pairs whose a_orig is the untouched model's own English
+    activations; returns (history, pooled acts before and after for en and ml)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from xling.finetune.align import AlignPairs, add_lora, pooled_sae_acts, train_alignment
+    from xling.finetune.common import encode
+    from xling.finetune.config import AlignLoraConfig
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sae = _sae(tiny_sae_dirs, layer)
+    en, other = _texts("en"), _texts(LANG)
+
+    def acts(m, texts):
+        ids, mask = encode(tok, texts, 128, "cpu")
+        with torch.no_grad():
+            return pooled_sae_acts(
+                m,
+                sae,
+                ids,
+                mask,
+                layer=layer,
+                stat="max",
+                bos_id=tok.bos_token_id,
+                include_bos=False,
+            ).numpy()
+
+    before = {"en": acts(model, en), LANG: acts(model, other)}
+    pairs = AlignPairs(en, other, [LANG] * len(en), list(range(len(en))), before["en"])
+    cfg = AlignLoraConfig(
+        base_run=1, target_layer=layer, out="unused", lam=lam, steps=steps, lr=1e-2, batch_size=6
+    )
+    peft_model = add_lora(model, cfg, n_layers=4)
+    history = train_alignment(peft_model, tok, sae, pairs, cfg)
+    tuned = peft_model.get_base_model()
+    after = {"en": acts(tuned, en), LANG: acts(tuned, other)}
+    return history, before, after
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tiny_sae_dirs):
+    return {lam: _train(tiny_model_dir, tiny_sae_dirs, lam=lam) for lam in (0.0, 2.0)}
+
+
+def test_training_lowers_the_loss_and_moves_the_language_toward_english(trained):
+    history, before, after = trained[2.0]
+    first = np.mean([h["loss"] for h in history[:3]])
+    last = np.mean([h["loss"] for h in history[-3:]])
+    assert last < 0.5 * first
+    # Toward English: the distance to the English activations shrinks, and the change of the
+    # target language's activations points toward English (positive projection), pair by pair
+    # on average.
+    dist = lambda a: np.linalg.norm(a - before["en"], axis=1).mean()  # noqa: E731
+    assert dist(after[LANG]) < 0.7 * dist(before[LANG])
+    step = after[LANG] - before[LANG]
+    toward = before["en"] - before[LANG]
+    assert (step * toward).sum(1).mean() > 0
+
+
+def test_lambda_keeps_english_closer_to_the_original(trained):
+    drift = {
+        lam: np.linalg.norm(after["en"] - before["en"], axis=1).mean()
+        for lam, (_, before, after) in trained.items()
+    }
+    assert drift[2.0] < 0.8 * drift[0.0]
+    # The retain term is logged and weighed: with λ = 0 it is still measured but not added.
+    hist0 = trained[0.0][0]
+    assert all(h["loss"] == pytest.approx(h["align"]) for h in hist0)
+    assert any(h["retain"] > 0 for h in hist0)
+
+
+def test_lora_only_on_layers_up_to_the_target(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from xling.finetune.align import add_lora
+    from xling.finetune.config import PROJECTIONS, AlignLoraConfig
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = add_lora(model, AlignLoraConfig(base_run=1, target_layer=1, out="x"), n_layers=4)
+    wrapped = {
+        (int(name.split(".layers.")[1].split(".")[0]), name.split(".")[-4])
+        for name, p in peft_model.named_parameters()
+        if p.requires_grad
+    }
+    assert wrapped == {(layer, proj) for layer in (0, 1) for proj in PROJECTIONS}
+
+
+def test_config_is_validated_and_round_trips():
+    from xling.finetune.config import AlignLoraConfig
+    from xling.warehouse.errors import XlingError
+
+    cfg = AlignLoraConfig(base_run=3, target_layer=5, out="a", langs=["ml", "hi"], lam=0.5)
+    assert AlignLoraConfig.from_json(cfg.to_json()) == cfg
+    assert json.loads(cfg.to_json())["lam"] == 0.5
+    for bad in ({"lam": -1}, {"rank": 0}, {"stat": "median"}, {"langs": ["en"]}, {"steps": 1.5}):
+        with pytest.raises(XlingError):
+            AlignLoraConfig(base_run=3, target_layer=5, out="a", **bad)
