@@ -183,19 +183,27 @@ class _Raw:
     """A file's columns as read, and how to name its rows in messages."""
 
     frame: pd.DataFrame
-    unit: str  # "line" or "row"
-    first: int  # number of the frame's first row in that unit
+    unit: str
+    """"line" (text files) or "row" (Parquet)."""
+    numbers: np.ndarray
+    """The line or row number of each frame row."""
+
+    def where(self, path: Path, row: int) -> str:
+        return f"{path} {self.unit} {self.numbers[row]}"
 
 
 def read_table(path: Path) -> _Raw:
     """Read one CSV/TSV/JSONL/Parquet file; every CSV cell a string, empty cells null."""
     suffix = _suffix(path)
     if suffix in _CSV_SUFFIXES:
-        return _Raw(_read_csv(path, _CSV_SUFFIXES[suffix]), "line", 2)
+        frame = _read_csv(path, _CSV_SUFFIXES[suffix])
+        # Line numbers assume no quoted line breaks, true of nearly every corpus file.
+        return _Raw(frame, "line", np.arange(len(frame)) + 2)
     if suffix in _JSONL_SUFFIXES:
-        return _Raw(_read_jsonl(path), "line", 1)
+        return _read_jsonl(path)
     if suffix in _PARQUET_SUFFIXES:
-        return _Raw(_read_parquet(path), "row", 1)
+        frame = _read_parquet(path)
+        return _Raw(frame, "row", np.arange(len(frame)) + 1)
     raise XlingError(f"{path}: unsupported file type; use {', '.join(SUPPORTED_SUFFIXES)}")
 
 
@@ -224,8 +232,8 @@ def _read_csv(path: Path, sep: str) -> pd.DataFrame:
         raise XlingError(f"{path}: cannot read ({err})") from None
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    records = []
+def _read_jsonl(path: Path) -> _Raw:
+    records, numbers = [], []
     try:
         with open_bytes(path) as f:
             for number, raw in enumerate(f, start=1):
@@ -248,12 +256,12 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
                         f"{path} line {number}: expected a JSON object, got {type(record).__name__}"
                     )
                 records.append(record)
+                numbers.append(number)
     except (OSError, EOFError) as err:
         raise XlingError(f"{path}: cannot read ({err})") from None
     if not records:
         raise XlingError(f"{path}: no records; expected one JSON object per line")
-    # Blank lines were skipped, so rows are numbered by record; JSONL files rarely have them.
-    return pd.DataFrame.from_records(records)
+    return _Raw(pd.DataFrame.from_records(records), "line", np.array(numbers))
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -282,15 +290,15 @@ def read_corpus_file(
     long = fmt.lang_col in columns and fmt.text_col in columns
     layout = fmt.layout if fmt.layout != "auto" else ("long" if long else "wide")
     if layout == "long":
-        out = _long_rows(path, df, fmt)
+        out = _long_rows(path, raw, fmt)
     else:
         out = _wide_rows(path, df, fmt, set(languages))
-    origin = _origin(path, df, raw)
-    out["_line"] = out.pop("_row") + raw.first
+    origin = _origin(path, raw)
+    rows = out.pop("_row").to_numpy()
     if origin is not None:
-        row = out["_line"].to_numpy() - raw.first
-        out["origin_layer"] = origin[0][row]
-        out["origin_feature"] = origin[1][row]
+        out["origin_layer"] = origin[0][rows]
+        out["origin_feature"] = origin[1][rows]
+    out["_line"] = raw.numbers[rows]
     if "source" not in out:
         out["source"] = None
     out["source"] = out["source"].fillna(fmt.source or path.name)
@@ -319,7 +327,8 @@ def _require(path: Path, df: pd.DataFrame, needed: Sequence[str], hint: str) -> 
         raise XlingError(f"{path}: missing column(s) {', '.join(missing)} (has: {have}); {hint}")
 
 
-def _long_rows(path: Path, df: pd.DataFrame, fmt: CorpusFormat) -> pd.DataFrame:
+def _long_rows(path: Path, raw: _Raw, fmt: CorpusFormat) -> pd.DataFrame:
+    df = raw.frame
     _require(
         path,
         df,
@@ -335,7 +344,7 @@ def _long_rows(path: Path, df: pd.DataFrame, fmt: CorpusFormat) -> pd.DataFrame:
         }
     )
     if "phrase_id" in df.columns:
-        out["phrase_id"] = _integers(path, df["phrase_id"], "phrase_id", prefix_ok=False)
+        out["phrase_id"] = _integers(path, raw, "phrase_id", prefix_ok=False)
     if "source" in df.columns:
         out["source"] = _strings(df["source"])
     return out
@@ -407,8 +416,9 @@ def _language_columns(
     return out
 
 
-def _origin(path: Path, df: pd.DataFrame, raw: _Raw) -> tuple[np.ndarray, np.ndarray] | None:
+def _origin(path: Path, raw: _Raw) -> tuple[np.ndarray, np.ndarray] | None:
     """(layer, feature) per file row as nullable integers, or None if the file has none."""
+    df = raw.frame
     if ("origin_layer" in df.columns) != ("origin_feature" in df.columns):
         raise XlingError(
             f"{path}: origin_layer and origin_feature come together; add the missing one"
@@ -417,8 +427,8 @@ def _origin(path: Path, df: pd.DataFrame, raw: _Raw) -> tuple[np.ndarray, np.nda
     if pair is None:
         return None
     layer_col, feature_col = pair
-    layer = _integers(path, df[layer_col], layer_col, prefix_ok=True, raw=raw)
-    feature = _integers(path, df[feature_col], feature_col, prefix_ok=False, raw=raw)
+    layer = _integers(path, raw, layer_col, prefix_ok=True)
+    feature = _integers(path, raw, feature_col, prefix_ok=False)
     return layer.to_numpy(), feature.to_numpy()
 
 
@@ -436,11 +446,10 @@ _INT_RE = r"^\s*(-?\d+)(?:\.0*)?\s*$"
 _INT_PREFIX_RE = r"^\s*(-?\d+)"
 
 
-def _integers(
-    path: Path, s: pd.Series, col: str, *, prefix_ok: bool, raw: _Raw | None = None
-) -> pd.Series:
-    """A column as nullable Int64. `prefix_ok` reads Neuronpedia layer ids such as
+def _integers(path: Path, raw: _Raw, col: str, *, prefix_ok: bool) -> pd.Series:
+    """Column `col` as nullable Int64. `prefix_ok` reads Neuronpedia layer ids such as
     `20-gemmascope-res-16k` as 20."""
+    s = raw.frame[col]
     if pd.api.types.is_integer_dtype(s.dtype):
         return s.astype("Int64")
     text = s.astype(object).where(s.notna(), None)
@@ -449,9 +458,8 @@ def _integers(
     bad = text.notna() & digits.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        unit, first = (raw.unit, raw.first) if raw else ("row", 1)
         raise XlingError(
-            f"{path} {unit} {i + first}: {col} {text.iloc[i]!r} is not an integer; fix the value"
+            f"{raw.where(path, i)}: {col} {text.iloc[i]!r} is not an integer; fix the value"
         )
     return pd.to_numeric(digits, errors="raise").astype("Int64")
 
@@ -518,8 +526,9 @@ def load_phrases(
         else:
             i = int(np.flatnonzero(existing)[0])
             raise XlingError(
-                f"{_where(df, i)}group {df.group_id[i]!r} already has a {df.lang[i]!r} phrase in "
-                "the warehouse; drop it from the input, or delete the old one first"
+                f"{_where(df, i)}group {df.group_id[i]!r} already has a phrase in "
+                f"{df.lang[i]} in the warehouse; drop it from the input, or delete the old one "
+                "first"
             )
     _check_ids(wh, df)
     table = _finish(wh, df)
