@@ -197,3 +197,16 @@ def test_unknown_run_is_one_line_and_exit_1(cli, db_path):
     res = cli("runs", "show", "42", "--db", db_path)
     assert res.exit_code == 1
     assert res.stderr.strip() == "Error: no run 42; `xling runs list` shows the runs"
+
+
+def test_arrow_and_scalar_leave_the_connection_usable(wh):
+    import pyarrow as pa
+
+    from xling.warehouse.writer import append_arrow
+
+    assert wh.scalar("SELECT count(*) FROM languages WHERE resource_group = ?", ["low"]) == 5
+    table = wh.arrow("SELECT lang FROM languages WHERE lang = ?", ["hi"])
+    assert table.column("lang").to_pylist() == ["hi"]
+    rows = pa.table({"run_id": [1], "phrase_id": [7], "n_tokens": [3]})
+    assert append_arrow(wh.con, "phrase_tokens", rows) == 1
+    assert wh.scalar("SELECT n_tokens FROM phrase_tokens WHERE phrase_id = 7") == 3

@@ -46,11 +46,12 @@ class Warehouse(AnalysisMixin):
         return self.con.execute(query, params).df()
 
     def arrow(self, query: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
-        return self.con.execute(query, params).arrow()
+        return self.con.sql(query, params=params).to_arrow_table()
 
     def scalar(self, query: str, params: Sequence[Any] | dict | None = None) -> Any:
-        row = self.con.execute(query, params).fetchone()
-        return None if row is None else row[0]
+        # fetchall closes the result; an open one blocks the next `register` on this connection
+        rows = self.con.execute(query, params).fetchall()
+        return rows[0][0] if rows else None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -87,13 +88,13 @@ class Warehouse(AnalysisMixin):
         )
 
     def run(self, run_id: int) -> dict[str, Any]:
-        row = self.con.execute(
+        rows = self.con.execute(
             "SELECT r.run_id, r.model_id, m.name, m.adapter, r.status, r.config, r.n_phrases, "
             "r.n_rows, r.started_at, r.finished_at FROM runs r JOIN models m USING (model_id) "
             "WHERE r.run_id = ?",
             [run_id],
-        ).fetchone()
-        if row is None:
+        ).fetchall()
+        if not rows:
             raise XlingError(f"no run {run_id}; `xling runs list` shows the runs")
         keys = [
             "run_id",
@@ -107,7 +108,7 @@ class Warehouse(AnalysisMixin):
             "started_at",
             "finished_at",
         ]
-        out = dict(zip(keys, row, strict=True))
+        out = dict(zip(keys, rows[0], strict=True))
         out["config"] = json.loads(out["config"])
         return out
 

@@ -106,7 +106,7 @@ def connect(
 def applied_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
     exists = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [MIGRATIONS_TABLE]
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if not exists:
         return []
     return [
@@ -142,8 +142,8 @@ def install_views(con: duckdb.DuckDBPyConnection) -> bool:
     """(Re)create every view and macro of sql/views/ when the shipped set changed."""
     con.execute("CREATE TABLE IF NOT EXISTS _xling_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
     want = views_hash()
-    row = con.execute("SELECT value FROM _xling_meta WHERE key = 'views_hash'").fetchone()
-    if row and row[0] == want:
+    rows = con.execute("SELECT value FROM _xling_meta WHERE key = 'views_hash'").fetchall()
+    if rows and rows[0][0] == want:
         return False
     con.execute("BEGIN TRANSACTION")
     try:
@@ -162,11 +162,11 @@ def _check_current(con: duckdb.DuckDBPyConnection, p: Path) -> None:
     stale_views = False
     if not pending:
         row = (
-            con.execute("SELECT value FROM _xling_meta WHERE key = 'views_hash'").fetchone()
+            con.execute("SELECT value FROM _xling_meta WHERE key = 'views_hash'").fetchall()
             if _has_table(con, "_xling_meta")
             else None
         )
-        stale_views = not row or row[0] != views_hash()
+        stale_views = not row or row[0][0] != views_hash()
     if pending or stale_views:
         raise XlingError(
             f"warehouse {p} was made by another xling version; "
@@ -178,5 +178,5 @@ def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(
         con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     )

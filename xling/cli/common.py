@@ -25,7 +25,7 @@ class Format(enum.StrEnum):
 
 DbOpt = Annotated[
     Path | None,
-    typer.Option("--db", envvar="XLING_DB", help="Warehouse file [default: ./xling.duckdb]."),
+    typer.Option("--db", envvar="XLING_DB", help="Warehouse file (default: ./xling.duckdb, or $XLING_DB)."),
 ]
 RunOpt = Annotated[
     int | None,
