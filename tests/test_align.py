@@ -234,3 +234,136 @@ def test_config_is_validated_and_round_trips():
     for bad in ({"lam": -1}, {"rank": 0}, {"stat": "median"}, {"langs": ["en"]}, {"steps": 1.5}):
         with pytest.raises(XlingError):
             AlignLoraConfig(base_run=3, target_layer=5, out="a", **bad)
+
+
+# -- from the warehouse, through the CLI -------------------------------------------------
+
+
+@pytest.fixture
+def base_run(corpus_wh, tiny_model_dir, tiny_sae_dirs):
+    """A finished ingest of the 12-group corpus with the tiny model and its four SAEs."""
+    from xling.ingest.runner import IngestConfig, run_ingest
+
+    sae_parent = str(tiny_sae_dirs[0].parent)
+    return run_ingest(corpus_wh, IngestConfig(model=str(tiny_model_dir), sae_dir=sae_parent))
+
+
+def test_aligned_pairs_and_stored_english_activations(corpus_wh, base_run):
+    from xling.finetune.align import aligned_pairs
+
+    pairs = aligned_pairs(corpus_wh, base_run, 2, ["ml", "hi"], "max", 128)
+    assert len(pairs) == 24 and sorted(set(pairs.lang)) == ["hi", "ml"]
+    raw = corpus_wh.sql(
+        "SELECT p.text, f.feature, f.act_max FROM feature_acts f JOIN phrases p USING (phrase_id) "
+        "WHERE f.run_id = ? AND f.layer = 2 AND p.lang = 'en'",
+        [base_run],
+    )
+    # Densified: every stored row lands in its (phrase, feature) cell, every other cell is 0.
+    dense = {text: np.zeros(128, np.float32) for text in pairs.en_text}
+    for text, feature, act in raw.itertuples(index=False):
+        dense[text][feature] = act
+    for i, text in enumerate(pairs.en_text):
+        np.testing.assert_array_equal(pairs.a_orig[pairs.en_row[i]], dense[text])
+    assert (pairs.a_orig == 0).mean() > 0.05  # absent rows exist and read as 0
+
+
+def test_finetune_align_cli_records_and_saves_a_peft_adapter(
+    corpus_wh, base_run, db_path, cli, tmp_path
+):
+    corpus_wh.close()
+    out = tmp_path / "lora"
+    args = ["--run", base_run, "--target-layer", 2, "--db", db_path]
+    r = cli(
+        "finetune",
+        "align",
+        *args,
+        "--langs",
+        "ml",
+        "--steps",
+        4,
+        "--lr",
+        1e-2,
+        "--lambda",
+        0.5,
+        "--out",
+        out,
+    )
+    assert r.exit_code == 0, r.stderr
+    assert "finetune 1" in r.stdout
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in out.iterdir()}
+    adapter_cfg = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_cfg["layers_to_transform"] == [0, 1, 2] and adapter_cfg["r"] == 8
+
+    from xling.warehouse import Warehouse
+
+    with Warehouse(db_path, read_only=True) as wh:
+        row = wh.sql("SELECT * FROM finetunes").iloc[0]
+        cfg, losses = json.loads(row["config"]), json.loads(row["losses"])
+        assert (row["kind"], row["base_run"], cfg["lam"], cfg["langs"]) == (
+            "align",
+            base_run,
+            0.5,
+            ["ml"],
+        )
+        assert [x["step"] for x in losses] == [1, 2, 3, 4]
+        assert all(x["loss"] == pytest.approx(x["align"] + 0.5 * x["retain"]) for x in losses)
+        assert row["adapter"] == str(out.resolve()) and 0 < row["n_trainable"] < row["n_params"]
+
+    # Bad input: one line, exit 1, nothing recorded.
+    for bad, msg in [
+        (["--out", out], "already holds an adapter"),
+        (["--out", tmp_path / "b", "--target-layer", 9], "no SAE at layer 9"),
+        (["--out", tmp_path / "c", "--langs", "xx"], "no phrases in 'xx'"),
+        (["--out", tmp_path / "d", "--run", 77], "no run 77"),
+        (["--out", tmp_path / "e", "--lambda", -1], "lambda"),
+    ]:
+        r = cli("finetune", "align", *args, "--steps", 1, *bad)
+        assert r.exit_code == 1 and msg in r.stderr, (bad, r.stderr)
+    r = cli("finetune", "list", "--format", "json", "--db", db_path)
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == 1
+
+
+def test_merged_lora_equals_the_peft_model_and_is_recorded(
+    corpus_wh, base_run, tiny_model_dir, tmp_path
+):
+    import torch
+    from peft import PeftModel
+
+    from xling.finetune.align import align_lora
+    from xling.finetune.apply import apply_adapter
+    from xling.finetune.config import AlignLoraConfig
+    from xling.ingest.hooks import capture_blocks, forward_blocks
+    from xling.ingest.models import load_model
+    from xling.ingest.runner import IngestConfig, run_ingest
+
+    out = tmp_path / "lora"
+    cfg = AlignLoraConfig(base_run=base_run, target_layer=2, out=str(out), steps=3, lr=1e-2)
+    align_lora(corpus_wh, cfg)
+    base = load_model(str(tiny_model_dir))
+    unmerged = PeftModel.from_pretrained(load_model(str(tiny_model_dir)).model, str(out))
+    tuned = apply_adapter(load_model(str(tiny_model_dir)), out)
+    assert tuned.adapter == str(out.resolve())
+    ids = torch.tensor([[2, 40, 41, 42, 43]])
+    mask = torch.ones_like(ids)
+    resid = {}
+    for name, model in (
+        ("base", base.model),
+        ("peft", unmerged.get_base_model()),
+        ("merged", tuned.model),
+    ):
+        with capture_blocks(model, [0, 2, 3]) as got:
+            forward_blocks(model, ids, mask)
+        resid[name] = got
+    for layer in (0, 2, 3):
+        # Merging into the weights changes nothing but rounding ...
+        torch.testing.assert_close(
+            resid["merged"][layer], resid["peft"][layer], rtol=1e-4, atol=1e-5
+        )
+        # ... and the adapter (layers 0-2) changes the residual stream from layer 0 upward.
+        assert not torch.allclose(resid["base"][layer], resid["merged"][layer], atol=1e-4)
+
+    # A run with the adapted model records the adapter on its model row.
+    run = run_ingest(
+        corpus_wh, IngestConfig(model=str(tiny_model_dir), layers=[2], residuals=True), model=tuned
+    )
+    assert corpus_wh.run(run)["adapter"] == str(out.resolve())
