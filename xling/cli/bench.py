@@ -1,7 +1,194 @@
-"""`xling bench`."""
+"""`xling bench import|run|bpb|list|models`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from xling.cli.common import DbOpt, Format, FormatOpt, open_warehouse, parse_list, render
+
 app = typer.Typer(help="Benchmarks: lm-eval import and runs, bits-per-byte.", no_args_is_help=True)
+
+AdapterOpt = Annotated[
+    str | None,
+    typer.Option("--adapter", help="Fine-tuning artifact (LoRA or subnetwork) to apply first."),
+]
+SteerOpt = Annotated[
+    str | None,
+    typer.Option("--steer", help="Stored intervention (`xling steer add`) active throughout."),
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
+
+
+def _warn_skipped(skipped: dict[str, str]) -> None:
+    if skipped:
+        listed = "; ".join(f"{task} ({why})" for task, why in skipped.items())
+        typer.echo(f"Warning: skipped {len(skipped)}: {listed}", err=True)
+
+
+@app.command("import")
+def import_(
+    files: Annotated[
+        list[Path], typer.Argument(help="lm-eval results_*.json files or score CSV files.")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Name or id of the model the scores belong to "
+            "[default: the model named in each file].",
+        ),
+    ] = None,
+    db: DbOpt = None,
+) -> None:
+    """Import lm-evaluation-harness results or a CSV (model, task, lang, metric, value[,
+    stderr, n]) into `benchmarks`, all files in one transaction.
+
+    Okapi task names become (task, lang): arc_hi -> arc/hi, m_mmlu_hi -> mmlu/hi,
+    arc_challenge and hellaswag -> English. Re-importing replaces, never duplicates.
+    Tasks in a language the warehouse does not know are skipped with a warning.
+    """
+    from xling.analysis.benchmarks import import_files
+
+    with open_warehouse(db, read_only=False) as wh:
+        report = import_files(wh, files, model=model)
+    _warn_skipped(report.skipped)
+    models = ", ".join(report.models) or "no model"
+    typer.echo(f"imported {report.rows} scores for {models} ({report.replaced} replaced)")
+
+
+@app.command("run")
+def run(
+    model: Annotated[
+        str, typer.Option("--model", help="Hub id, local directory, .gguf file or gemma3-270m.")
+    ],
+    tasks: Annotated[
+        str, typer.Option("--tasks", help="Comma-separated lm-eval tasks or groups, e.g. xling_mc.")
+    ],
+    adapter: AdapterOpt = None,
+    steer: SteerOpt = None,
+    limit: Annotated[
+        float | None,
+        typer.Option("--limit", help="Documents per task (a fraction of each task when < 1)."),
+    ] = None,
+    include_path: Annotated[
+        list[Path] | None,
+        typer.Option("--include-path", help="Directory of extra lm-eval task YAML (repeatable)."),
+    ] = None,
+    num_fewshot: Annotated[
+        int | None, typer.Option("--num-fewshot", help="Few-shot examples [default: the task's].")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write lm-eval's results JSON here.")
+    ] = None,
+    batch_size: BatchOpt = 8,
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "auto",
+    db: DbOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Run lm-evaluation-harness in-process on MODEL and store its per-language scores.
+
+    xling's own offline task `xling_mc` (12 questions in each of the ten languages) is always
+    available; lm-eval's tasks (arc_hi, m_mmlu_es, ...) download their data from the hub.
+    """
+    import logging
+
+    from xling.analysis.lmeval_run import BenchRunConfig, bench_run
+
+    # lm-eval warns about options xling never uses (custom-dataset metadata, model kwargs
+    # ignored for a model object); its errors still show.
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    cfg = BenchRunConfig(
+        model=model,
+        tasks=parse_list(tasks) or [],
+        adapter=adapter,
+        steer=steer,
+        limit=limit,
+        include_path=[str(p) for p in include_path or []],
+        num_fewshot=num_fewshot,
+        batch_size=batch_size,
+        dtype=dtype,
+        device=device,
+        out=str(out) if out else None,
+    )
+    with open_warehouse(db, read_only=False) as wh:
+        result = bench_run(wh, cfg)
+    _warn_skipped(result.report.skipped)
+    render(result.table, fmt, title=f"{model}: lm-eval ({result.seconds:.1f} s)", name="bench")
+
+
+@app.command("bpb")
+def bpb(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Model to load [default: the model of --run]."),
+    ] = None,
+    run_id: Annotated[
+        int | None,
+        typer.Option(
+            "--run",
+            help="Score only this run's phrases [default: the whole corpus; "
+            "the latest run when --model is not given].",
+        ),
+    ] = None,
+    langs: Annotated[
+        str | None, typer.Option("--langs", help="Comma-separated languages [default: all].")
+    ] = None,
+    adapter: AdapterOpt = None,
+    steer: SteerOpt = None,
+    batch_size: BatchOpt = 16,
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "auto",
+    db: DbOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Bits per byte of the model on the corpus phrases, per language, stored as task `bpb`.
+
+    Σ token NLL (nats) / ln 2 / Σ UTF-8 bytes over a language's phrases; each phrase is
+    read after BOS, so its first token counts. Lower is better.
+    """
+    from xling.analysis.bpb import BpbConfig, bench_bpb
+
+    cfg = BpbConfig(
+        model=model,
+        run=run_id,
+        langs=parse_list(langs),
+        adapter=adapter,
+        steer=steer,
+        batch_size=batch_size,
+        dtype=dtype,
+        device=device,
+    )
+    with open_warehouse(db, read_only=False) as wh:
+        table = bench_bpb(wh, cfg)
+    render(table.drop(columns="model_id"), fmt, title="bits per byte", name="bpb")
+
+
+@app.command("list")
+def list_(
+    model: Annotated[str | None, typer.Option("--model", help="Model name or id.")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Task, e.g. arc or bpb.")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="Metric, e.g. acc.")] = None,
+    db: DbOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Stored benchmark scores, one row per (model, steering, task, metric, language)."""
+    from xling.analysis.benchmarks import benchmark_scores
+
+    with open_warehouse(db) as wh:
+        df = benchmark_scores(wh, model=model, task=task, metric=metric)
+    render(df, fmt, title="benchmarks", name="benchmarks")
+
+
+@app.command("models")
+def models(db: DbOpt = None, fmt: FormatOpt = Format.table) -> None:
+    """The warehouse's models (ids for --model), with their runs and benchmark rows."""
+    from xling.analysis.benchmarks import models_table
+
+    with open_warehouse(db) as wh:
+        render(models_table(wh), fmt, title="models", name="models")

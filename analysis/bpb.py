@@ -1,0 +1,184 @@
+"""Bits per byte of a model on the warehouse corpus, per language: a capability measure that
+needs no benchmark data (SPEC §6).
+
+    bpb(lang) = Σ_p NLL(p) / ln 2 / Σ_p bytes(p)   over the phrases p of `lang`
+
+NLL(p) is the summed next-token negative log-likelihood (nats) of every token of the phrase's
+text, each phrase scored on its own: the model reads [BOS] + tokens and predicts each token
+from the ones before it, so the first token's loss given BOS counts and BOS itself is never
+predicted. A tokenizer without BOS gets EOS as the prefix, as lm-eval does. bytes(p) is the
+UTF-8 length of the text. Lower is better; unlike per-token perplexity it does not depend on
+how finely the tokenizer cuts a script.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from xling.analysis.benchmarks import Score, scores_table, store_scores
+from xling.warehouse.errors import XlingError
+
+if TYPE_CHECKING:
+    from xling.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+TASK = "bpb"
+METRIC = "bpb"
+
+
+@dataclass
+class BpbConfig:
+    """`xling bench bpb`: bits per byte of one model on the corpus."""
+
+    model: str | None = None
+    """What to load (as for ingest); None = the model of `run`."""
+    run: int | None = None
+    """Score only the phrases this run ingested; None with no model = the latest run."""
+    langs: list[str] | None = None
+    """Languages to score; None = every language with phrases."""
+    adapter: str | None = None
+    steer: str | None = None
+    batch_size: int = 16
+    dtype: str = "float32"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise XlingError(f"--batch-size must be ≥ 1, got {self.batch_size}")
+
+
+def phrase_nll(
+    model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """(summed NLL in nats [n], tokens predicted [n]) of each text, scored independently.
+
+    Texts are batched by token length and right-padded, so padding never precedes a real
+    token and positions match an unpadded forward pass.
+    """
+    import torch
+
+    prefix = (
+        tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    )
+    if prefix is None:
+        raise XlingError("the tokenizer has neither a BOS nor an EOS token to condition on")
+    ids = [
+        [prefix, *tokens]
+        for tokens in tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    ]
+    nll = np.zeros(len(ids), dtype=np.float64)
+    n_tokens = np.array([len(x) - 1 for x in ids], dtype=np.int64)
+    device = next(model.parameters()).device
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in batch)
+        input_ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+            mask[row, : len(ids[i])] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        with torch.inference_mode():
+            logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+        losses = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none"
+        )
+        losses = (losses * mask[:, 1:]).double().sum(dim=1).cpu().numpy()
+        nll[batch] = losses
+    return nll, n_tokens
+
+
+def corpus_phrases(
+    wh: Warehouse, *, langs: Sequence[str] | None = None, run: int | None = None
+) -> pd.DataFrame:
+    """(phrase_id, lang, text) of the corpus, or of the phrases `run` ingested."""
+    if langs:
+        unknown = sorted(set(langs) - set(wh.sql("SELECT lang FROM languages")["lang"]))
+        if unknown:
+            raise XlingError(
+                f"unknown language {unknown[0]!r}; `xling query languages` lists the known ones"
+            )
+    df = wh.sql(
+        "SELECT p.phrase_id, p.lang, p.text FROM phrases p "
+        "WHERE (CAST(? AS INTEGER) IS NULL OR p.phrase_id IN "
+        "(SELECT phrase_id FROM phrase_tokens WHERE run_id = ?)) "
+        "AND (CAST(? AS VARCHAR[]) IS NULL OR list_contains(?, p.lang)) "
+        "ORDER BY p.phrase_id",
+        [run, run, langs or None, langs or None],
+    )
+    if df.empty:
+        where = f" of run {run}" if run is not None else ""
+        raise XlingError(f"no phrases{where} to score; load a corpus with `xling corpus load`")
+    return df
+
+
+def bpb_by_language(phrases: pd.DataFrame, nll: np.ndarray) -> pd.DataFrame:
+    """Per language: bpb, summed NLL (nats), UTF-8 bytes, phrases, from per-phrase NLL."""
+    df = phrases.assign(nll_nats=nll, n_bytes=[len(t.encode("utf-8")) for t in phrases["text"]])
+    out = (
+        df.groupby("lang", sort=True)
+        .agg(nll_nats=("nll_nats", "sum"), n_bytes=("n_bytes", "sum"), n_phrases=("text", "size"))
+        .reset_index()
+    )
+    out.insert(1, "bpb", out["nll_nats"] / math.log(2) / out["n_bytes"])
+    return out
+
+
+def corpus_bpb(
+    wh: Warehouse,
+    model: Any,
+    tokenizer: Any,
+    *,
+    langs: Sequence[str] | None = None,
+    run: int | None = None,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """Bits per byte per language of an already-built model on the warehouse corpus."""
+    phrases = corpus_phrases(wh, langs=langs, run=run)
+    nll, n_tokens = phrase_nll(model, tokenizer, phrases["text"].tolist(), batch_size=batch_size)
+    out = bpb_by_language(phrases, nll)
+    tokens = pd.Series(n_tokens).groupby(phrases["lang"].to_numpy()).sum()
+    out["n_tokens"] = out["lang"].map(tokens).astype("int64")
+    return out
+
+
+def bench_bpb(wh: Warehouse, cfg: BpbConfig) -> pd.DataFrame:
+    """Compute bits per byte per language and store it in `benchmarks` (task and metric
+    `bpb`, n_samples = phrases); returns the per-language table with model_id."""
+    from xling.analysis.lmeval_run import prepared_model
+    from xling.ingest.models import register_model
+
+    run = cfg.run if cfg.run is None else wh.resolve_run(cfg.run)
+    source, adapter = cfg.model, cfg.adapter
+    if source is None:
+        run = wh.resolve_run(run)
+        info = wh.run(run)
+        source, adapter = info["model"], adapter or info["adapter"]
+    with prepared_model(
+        wh, source, adapter=adapter, steer=cfg.steer, dtype=cfg.dtype, device=cfg.device
+    ) as lm:
+        table = corpus_bpb(
+            wh, lm.model, lm.tokenizer, langs=cfg.langs, run=run, batch_size=cfg.batch_size
+        )
+    scores = [
+        Score(TASK, row.lang, METRIC, float(row.bpb), n_samples=int(row.n_phrases))
+        for row in table.itertuples(index=False)
+    ]
+    where = f"run {run}" if run is not None else "corpus"
+    with wh.transaction() as con:
+        model_id = register_model(con, lm)
+        store_scores(
+            con,
+            scores_table(model_id, scores, source=f"xling bench bpb ({where})", steer=cfg.steer),
+        )
+    log.info("bits per byte of %s on %d languages stored", lm.name, len(table))
+    return table.assign(model_id=model_id)
