@@ -10,6 +10,7 @@ after the final norm; reading the blocks' outputs avoids that trap.
     capture_mlp_acts(model, layers)       context manager -> {layer: act_fn(gate_proj(x)) [B, T, d_mlp]}
     edit_block(model, layer, fn)          context manager: block output replaced by fn(output)
     forward_blocks(model, ids, mask, last_layer)   runs the stack, stopping after `last_layer`
+    pad_right(token_lists, pad_id, device) -> (input_ids, attention_mask)
 
 Fine-tuning, steering and benchmarks reuse these, so they hold no ingest-specific logic.
 """
@@ -165,3 +166,22 @@ def forward_blocks(
     ctx = _stop_after(model, last_layer) if stop else contextlib.nullcontext()
     with torch.inference_mode(), ctx, contextlib.suppress(_StopForward):
         base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+
+
+def pad_right(
+    seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> right-padded input_ids and attention_mask [B, T].
+
+    Right padding keeps every real token at its unpadded position, so with causal attention
+    its hidden states equal those of the phrase run alone (left padding shifts positions).
+    """
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)

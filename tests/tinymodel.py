@@ -148,7 +148,7 @@ def build_tiny_saes(
 
     Even layers get a StandardSAE, odd layers a JumpReLUSAE (threshold 0.1), so both
     encoders are exercised. Encoder biases are negative so each token fires a minority of
-    features, as in a trained SAE.
+    features, as in a trained SAE; decoder biases are nonzero so input centring matters.
     """
     import torch
     from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig
@@ -171,7 +171,7 @@ def build_tiny_saes(
             sae.W_enc.normal_(0.0, 1.0 / d_in**0.5)
             sae.W_dec.copy_(sae.W_enc.T)
             sae.b_enc.uniform_(-0.6, -0.1)
-            sae.b_dec.zero_()
+            sae.b_dec.normal_(0.0, 0.1)
             if hasattr(sae, "threshold"):
                 sae.threshold.fill_(0.1)
         path = Path(out_dir) / f"layer_{layer}"
