@@ -141,10 +141,9 @@ def train_alignment(
 
     Pairs are drawn in a seeded random order, epoch after epoch, `cfg.batch_size` at a time.
     """
-    import numpy as np
     import torch
 
-    from xling.finetune.common import encode
+    from xling.finetune.common import encode, shuffled_batches
 
     model = peft_model.get_base_model()
     device = next(model.parameters()).device
@@ -153,28 +152,24 @@ def train_alignment(
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     a_orig = torch.as_tensor(pairs.a_orig, dtype=torch.float32, device=device)
-    rng = np.random.default_rng(cfg.seed)
-    order: list[int] = []
+
+    def acts(texts: list[str]) -> torch.Tensor:
+        ids, mask = encode(tokenizer, texts, cfg.max_length, device)
+        return pooled_sae_acts(
+            model,
+            sae,
+            ids,
+            mask,
+            layer=cfg.target_layer,
+            stat=cfg.stat,
+            bos_id=tokenizer.bos_token_id,
+            include_bos=include_bos,
+        ).float()
+
     history: list[dict[str, float]] = []
     peft_model.train()
-    for step in range(1, cfg.steps + 1):
-        while len(order) < cfg.batch_size:
-            order.extend(rng.permutation(len(pairs)).tolist())
-        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-
-        def acts(texts: list[str]) -> torch.Tensor:
-            ids, mask = encode(tokenizer, texts, cfg.max_length, device)
-            return pooled_sae_acts(
-                model,
-                sae,
-                ids,
-                mask,
-                layer=cfg.target_layer,
-                stat=cfg.stat,
-                bos_id=tokenizer.bos_token_id,
-                include_bos=include_bos,
-            ).float()
-
+    batches = shuffled_batches(len(pairs), cfg.batch_size, cfg.seed)
+    for step, idx in zip(range(1, cfg.steps + 1), batches, strict=False):
         a_en = acts([pairs.en_text[i] for i in idx])
         a_other = acts([pairs.other_text[i] for i in idx])
         total, align, retain = alignment_loss(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,17 +40,26 @@ class FinetuneResult:
 def encode(
     tokenizer, texts: list[str], max_length: int, device: torch.device | str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) for `texts`, right-padded so every phrase starts at
-    position 0 — its activations are then those it has alone — and cut at `max_length`."""
-    batch = tokenizer(
-        texts,
-        return_tensors="pt",
-        padding=True,
-        padding_side="right",
-        truncation=True,
-        max_length=max_length,
-    )
-    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    """(input_ids, attention_mask) for `texts`, tokenised and right-padded as ingest does, so
+    every phrase's activations are those it has alone; phrases are cut at `max_length`."""
+    from xling.ingest.hooks import pad_right
+
+    seqs = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return pad_right(seqs, pad_id, device)
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """Endless batches of indices into `n` examples, in a seeded order reshuffled each epoch."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    while True:
+        while len(order) < batch_size:
+            order.extend(rng.permutation(n).tolist())
+        yield order[:batch_size]
+        order = order[batch_size:]
 
 
 def check_out(path: Path, names: tuple[str, ...]) -> None:
@@ -154,3 +164,16 @@ def load_run_model(wh: Warehouse, run_id: int, device: str | None = None):
         allow_pickle=recorded.get("allow_pickle", False),
     )
     return lm, recorded
+
+
+def finetune_record(wh: Warehouse, finetune_id: int) -> tuple[dict[str, Any], pd.DataFrame]:
+    """(the `finetunes` row with its config parsed, one row per step of its losses)."""
+    import pandas as pd
+
+    df = wh.sql("SELECT * FROM finetunes WHERE finetune_id = ?", [finetune_id])
+    if df.empty:
+        raise XlingError(f"no fine-tune {finetune_id}; `xling finetune list` shows them")
+    row = df.iloc[0].to_dict()
+    losses = pd.DataFrame(json.loads(row.pop("losses")))
+    row["config"] = json.loads(row["config"])
+    return row, losses

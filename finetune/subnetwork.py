@@ -232,7 +232,6 @@ def train_subnetwork(
 ) -> FinetuneResult:
     """Tune `cfg.lang`'s LAPE neurons on its phrases (causal-LM loss), save the delta file
     and record the fine-tune. Everything is checked before the model loads."""
-    import numpy as np
     import torch
 
     from xling.finetune.common import (
@@ -242,6 +241,7 @@ def train_subnetwork(
         lape_neurons,
         load_run_model,
         record_finetune,
+        shuffled_batches,
     )
 
     out = delta_path(cfg.out)
@@ -256,8 +256,6 @@ def train_subnetwork(
             f"run {cfg.run}'s neurons reach layer {max(neurons)}; the model has {n_layers}"
         )
     n_params = count_parameters(model)
-    rng = np.random.default_rng(cfg.seed)
-    order: list[int] = []
     losses: list[dict[str, float]] = []
     model.train()
     with spliced(model, neurons) as parts:
@@ -273,10 +271,8 @@ def train_subnetwork(
             100 * n_trainable / n_params,
         )
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        for step in range(1, cfg.steps + 1):
-            while len(order) < cfg.batch_size:
-                order.extend(rng.permutation(len(texts)).tolist())
-            idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        batches = shuffled_batches(len(texts), cfg.batch_size, cfg.seed)
+        for step, idx in zip(range(1, cfg.steps + 1), batches, strict=False):
             ids, mask = encode(tok, [texts[i] for i in idx], cfg.max_length, lm.device)
             loss = model(
                 input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)

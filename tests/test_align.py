@@ -321,6 +321,9 @@ def test_finetune_align_cli_records_and_saves_a_peft_adapter(
         assert r.exit_code == 1 and msg in r.stderr, (bad, r.stderr)
     r = cli("finetune", "list", "--format", "json", "--db", db_path)
     assert r.exit_code == 0 and len(json.loads(r.stdout)) == 1
+    r = cli("finetune", "show", 1, "--format", "csv", "--db", db_path)
+    assert r.exit_code == 0, r.stderr
+    assert "step,loss,align,retain" in r.stdout and r.stdout.count("\n4,") == 1
 
 
 def test_merged_lora_equals_the_peft_model_and_is_recorded(

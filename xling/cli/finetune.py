@@ -159,3 +159,20 @@ def list_(db: DbOpt = None, fmt: FormatOpt = Format.table) -> None:
 
     with open_warehouse(db) as wh:
         render(list_finetunes(wh), fmt, title="fine-tunes", name="finetunes")
+
+
+@app.command("show")
+def show(
+    finetune_id: Annotated[int, typer.Argument(help="Fine-tune id.")],
+    db: DbOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """A fine-tune's record (config included) as JSON, then its loss at every step."""
+    import json
+
+    from xling.finetune.common import finetune_record
+
+    with open_warehouse(db) as wh:
+        row, losses = finetune_record(wh, finetune_id)
+    typer.echo(json.dumps(row, indent=2, default=str))
+    render(losses, fmt, title="losses", name="losses")
