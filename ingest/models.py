@@ -235,7 +235,7 @@ def _convert_gguf(gguf: Path, out: Path, trust_remote_code: bool) -> None:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(loaded.state_dict())
-    plain.save_pretrained(out, safe_serialization=True)
+    plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
 

@@ -131,7 +131,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, n_layers: int = N_LAYER
     )
     torch.manual_seed(seed)
     model = Gemma3ForCausalLM(config).eval()
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 
