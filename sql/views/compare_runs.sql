@@ -1,0 +1,71 @@
+-- The effect of a fine-tune (or steering) between a base run and a tuned run over the same
+-- phrases (SPEC §3): one row per (layer, lang) of the layers both runs hold, with
+--   base_score, tuned_score      A_base(L, l), A_tuned(L, l) (absent rows = 0)
+--   improvement_pct              100·(A_tuned − A_base)/A_base
+--   en_retention_pct             100·A_tuned(L, en)/A_base(L, en) (same on every row of L)
+--   en_cosine, n_en_phrases      mean over English phrases of the cosine between the phrase's
+--                                pooled SAE vectors (all features at L, absent = 0) in the
+--                                two runs; phrases with no active feature in either run are
+--                                skipped (cosine undefined)
+-- In english-topk mode both runs are scored on the base run's top-k English features, so
+-- en_retention_pct measures the same features before and after. Filter with WHERE layer = ?,
+-- or (faster) pass at_layer.
+--
+--   compare_runs(base, tuned, mode := NULL, stat := 'max', k := 16, at_layer := NULL)
+CREATE OR REPLACE MACRO compare_runs(base, tuned, mode := NULL, stat := 'max', k := 16,
+                                     at_layer := NULL) AS TABLE
+WITH
+base_scores AS (
+    SELECT * FROM activation_scores(mode := mode, stat := stat, k := k, select_run := base,
+                                    at_run := base, at_layer := at_layer)
+),
+tuned_scores AS (
+    SELECT * FROM activation_scores(mode := mode, stat := stat, k := k, select_run := base,
+                                    at_run := tuned, at_layer := at_layer)
+),
+en_phrases AS NOT MATERIALIZED (
+    SELECT phrase_id FROM phrases
+    WHERE lang = 'en'
+      AND phrase_id IN (SELECT phrase_id FROM phrase_tokens WHERE run_id = base)
+      AND phrase_id IN (SELECT phrase_id FROM phrase_tokens WHERE run_id = tuned)
+),
+vecs AS NOT MATERIALIZED (
+    SELECT run_id, phrase_id, layer, feature,
+           CASE stat WHEN 'max' THEN act_max WHEN 'mean' THEN act_mean
+                ELSE error('stat must be max or mean') END AS act
+    FROM feature_acts
+    WHERE run_id IN (base, tuned) AND phrase_id IN (SELECT phrase_id FROM en_phrases)
+      AND (at_layer IS NULL OR layer = at_layer)
+),
+norms AS (
+    SELECT phrase_id, layer,
+           sum(act * act) FILTER (WHERE run_id = base) AS nb,
+           sum(act * act) FILTER (WHERE run_id = tuned) AS nt
+    FROM vecs
+    GROUP BY ALL
+),
+dots AS (
+    SELECT b.phrase_id, b.layer, sum(b.act * t.act) AS dot
+    FROM vecs b
+    JOIN vecs t ON t.phrase_id = b.phrase_id AND t.layer = b.layer AND t.feature = b.feature
+    WHERE b.run_id = base AND t.run_id = tuned
+    GROUP BY ALL
+),
+en_cosine AS (
+    SELECT n.layer, avg(coalesce(d.dot, 0) / sqrt(n.nb * n.nt)) AS en_cosine,
+           count(*) AS n_en_phrases
+    FROM norms n
+    LEFT JOIN dots d USING (phrase_id, layer)
+    WHERE n.nb > 0 AND n.nt > 0
+    GROUP BY n.layer
+)
+SELECT base AS base_run, tuned AS tuned_run, b.layer, b.lang, b.resource_group, b.mode,
+       b.score AS base_score, t.score AS tuned_score,
+       100 * (t.score - b.score) / nullif(b.score, 0) AS improvement_pct,
+       100 * max(t.score) FILTER (WHERE t.lang = 'en') OVER (PARTITION BY b.layer)
+           / nullif(max(b.score) FILTER (WHERE b.lang = 'en') OVER (PARTITION BY b.layer), 0)
+           AS en_retention_pct,
+       c.en_cosine, c.n_en_phrases
+FROM base_scores b
+JOIN tuned_scores t ON t.layer = b.layer AND t.lang = b.lang
+LEFT JOIN en_cosine c ON c.layer = b.layer;

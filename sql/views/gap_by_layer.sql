@@ -1,0 +1,24 @@
+-- The activation gap between resource groups per layer (SPEC §3): one row per (run_id, layer)
+-- with H (high_score, mean of A(L, l) over the run's `high` languages, English included),
+-- W (low_score, mean over `low` languages), gap_pct = 100·(H − W)/H, and how many languages
+-- of each group entered. Filter with WHERE run_id = ? AND layer = ?. Scores treat absent
+-- feature_acts rows as 0 (see activation_scores); languages without a resource group, or
+-- without phrases in the run, are left out.
+--
+--   gap_by_layer(mode := NULL, stat := 'max', k := 16, at_run := NULL, at_layer := NULL): the
+--   same for a selection mode, pooled statistic and top-k, restricted to one run and/or layer
+--   (see activation_scores); the view gap_by_layer uses the defaults.
+CREATE OR REPLACE MACRO gap_by_layer(mode := NULL, stat := 'max', k := 16, at_run := NULL,
+                                     at_layer := NULL) AS TABLE
+SELECT s.run_id, s.layer, any_value(s.mode) AS mode,
+       avg(s.score) FILTER (WHERE s.resource_group = 'high') AS high_score,
+       avg(s.score) FILTER (WHERE s.resource_group = 'low') AS low_score,
+       100 * (high_score - low_score) / nullif(high_score, 0) AS gap_pct,
+       count(*) FILTER (WHERE s.resource_group = 'high') AS n_high,
+       count(*) FILTER (WHERE s.resource_group = 'low') AS n_low
+FROM activation_scores(mode := mode, stat := stat, k := k, at_run := at_run,
+                       at_layer := at_layer) s
+GROUP BY s.run_id, s.layer;
+
+CREATE OR REPLACE VIEW gap_by_layer WITH (DEFER_BINDING) AS
+SELECT * FROM gap_by_layer();

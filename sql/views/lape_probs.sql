@@ -1,0 +1,38 @@
+-- LAPE's activation probabilities (Tang et al. 2024; SPEC §3): one row per (run_id, kind,
+-- layer, unit, lang) over the full grid of a run's units and languages, with n_positive,
+-- n_tokens and p = n_positive / n_tokens. kind 'neurons': MLP neurons from neuron_stats
+-- (n_positive = tokens with act_fn(gate_proj(x)) > 0; a missing row counts 0 positives).
+-- kind 'features': SAE features, n_positive = Σ n_active and n_tokens = Σ phrase_tokens.n_tokens
+-- over the language's phrases in the run; absent feature_acts rows count 0. A unit is in the
+-- grid when it has a row in any language (features that never fire in the run are not, and
+-- would be dropped by LAPE's filter anyway). Filter with WHERE run_id = ? AND kind = ?.
+-- lape_selected applies the selection.
+CREATE OR REPLACE VIEW lape_probs WITH (DEFER_BINDING) AS
+WITH feature_langs AS (
+    SELECT t.run_id, p.lang, sum(t.n_tokens) AS n_tokens
+    FROM phrase_tokens t JOIN phrases p USING (phrase_id)
+    GROUP BY ALL
+),
+features AS (
+    SELECT 'features' AS kind, u.run_id, u.layer, u.feature AS unit, l.lang,
+           coalesce(s.n_active_tokens, 0) AS n_positive, l.n_tokens
+    FROM (SELECT DISTINCT run_id, layer, feature FROM feature_lang_stats) u
+    JOIN feature_langs l USING (run_id)
+    LEFT JOIN feature_lang_stats s USING (run_id, layer, feature, lang)
+),
+neuron_langs AS (
+    SELECT run_id, layer, lang, max(n_tokens) AS n_tokens
+    FROM neuron_stats
+    GROUP BY ALL
+),
+neurons AS (
+    SELECT 'neurons' AS kind, u.run_id, u.layer, u.neuron AS unit, l.lang,
+           coalesce(s.n_positive, 0) AS n_positive, l.n_tokens
+    FROM (SELECT DISTINCT run_id, layer, neuron FROM neuron_stats) u
+    JOIN neuron_langs l USING (run_id, layer)
+    LEFT JOIN neuron_stats s USING (run_id, layer, neuron, lang)
+)
+SELECT kind, run_id, layer, unit, lang, n_positive::BIGINT AS n_positive,
+       n_tokens::BIGINT AS n_tokens, n_positive / n_tokens AS p
+FROM (SELECT * FROM features UNION ALL SELECT * FROM neurons)
+WHERE n_tokens > 0;
