@@ -105,7 +105,7 @@ def corpus_phrases(
         unknown = sorted(set(langs) - set(wh.sql("SELECT lang FROM languages")["lang"]))
         if unknown:
             raise XlingError(
-                f"unknown language {unknown[0]!r}; `xling query languages` lists the known ones"
+                f"unknown language {unknown[0]!r}; `xling corpus languages list` shows the known ones"
             )
     df = wh.sql(
         "SELECT p.phrase_id, p.lang, p.text FROM phrases p "

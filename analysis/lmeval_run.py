@@ -66,7 +66,7 @@ class BenchRunConfig:
     """Extra directories of lm-eval task YAML, searched after xling's own tasks."""
     num_fewshot: int | None = None
     """Few-shot examples per prompt; None keeps each task's default (0 for xling_mc)."""
-    batch_size: int = 8
+    batch_size: int = 16
     dtype: str = "float32"
     device: str = "auto"
     out: str | None = None
@@ -120,7 +120,7 @@ def evaluate(
     limit: float | None = None,
     include_path: Sequence[str | Path] = (),
     num_fewshot: int | None = None,
-    batch_size: int = 8,
+    batch_size: int = 16,
 ) -> dict[str, Any]:
     """lm-eval's results dict for an already-built HF causal LM (samples left out).
 

@@ -85,7 +85,7 @@ def run(
     out: Annotated[
         Path | None, typer.Option("--out", help="Also write lm-eval's results JSON here.")
     ] = None,
-    batch_size: BatchOpt = 8,
+    batch_size: BatchOpt = 16,
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "auto",
     db: DbOpt = None,

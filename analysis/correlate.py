@@ -1,0 +1,258 @@
+"""Does the activation gap predict benchmark scores? (SPEC §3, benchmark correlation.)
+
+Across languages, per layer L: Pearson r and Spearman ρ, each with its two-sided p-value,
+between x(L, l) and the model's score on a task in language l, where x is
+
+- `gap`: gap_vs_en_pct(L, l) = 100 · (A(L, en) − A(L, l)) / A(L, en). English is left out:
+  its gap is 0 by definition, so it would be a point placed by construction, not measured.
+- `score`: A(L, l), the language's activation score itself; English is kept.
+
+The scores are those of the run's model (same model_id, hence the same adapter) measured
+under the run's steering, if any. p-values are scipy's: Pearson's exact test under
+normality, Spearman's t approximation; with a handful of languages read them with care.
+Fewer than 3 languages, or a constant vector, give NaN statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from xling.analysis.defaults import DEFAULT_K
+from xling.warehouse.errors import XlingError
+
+if TYPE_CHECKING:
+    from xling.warehouse import Warehouse
+
+AGAINST = ("gap", "score")
+X_COLUMN = {"gap": "gap_vs_en_pct", "score": "act_score"}
+MIN_LANGS = 3
+# Okabe–Ito colours: resource groups high / low / anything else.
+GROUP_COLOURS = {"high": "#0072B2", "low": "#D55E00"}
+OTHER_COLOUR = "#009E73"
+
+
+def pick_metric(wh: Warehouse, model_id: int, task: str, metric: str | None) -> str:
+    """`metric`, checked to be stored for (model, task); by default `acc`, else the only one."""
+    stored = [
+        r[0]
+        for r in wh.con.execute(
+            "SELECT DISTINCT metric FROM benchmarks WHERE model_id = ? AND task = ? ORDER BY 1",
+            [model_id, task],
+        ).fetchall()
+    ]
+    name = wh.scalar("SELECT name FROM models WHERE model_id = ?", [model_id])
+    if not stored:
+        tasks = [
+            r[0]
+            for r in wh.con.execute(
+                "SELECT DISTINCT task FROM benchmarks WHERE model_id = ? ORDER BY 1", [model_id]
+            ).fetchall()
+        ]
+        have = f"it has {', '.join(tasks)}" if tasks else "it has none"
+        raise XlingError(
+            f"no {task!r} scores for model {name} (model_id {model_id}); {have}. "
+            "Import them with `xling bench import` or measure with `xling bench run`/`bench bpb`"
+        )
+    if metric is None:
+        if "acc" in stored or len(stored) == 1:
+            return "acc" if "acc" in stored else stored[0]
+        raise XlingError(f"task {task!r} has metrics {', '.join(stored)}; pass --metric")
+    if metric not in stored:
+        raise XlingError(f"task {task!r} has no metric {metric!r}; it has {', '.join(stored)}")
+    return metric
+
+
+def correlation_points(
+    wh: Warehouse,
+    task: str,
+    *,
+    metric: str | None = None,
+    layer: int | None = None,
+    run: int | None = None,
+    mode: str | None = None,
+    stat: str = "max",
+    k: int = DEFAULT_K,
+) -> pd.DataFrame:
+    """One row per (layer, lang): resource_group, act_score = A(L, l), gap_vs_en_pct and
+    bench_value, for `run` (default: the latest finished run) at `layer` (default: all).
+
+    The gaps are `queries.gap_by_lang`'s; the scores are the run's model's under the run's
+    steering, as in the view gap_vs_benchmark. Only languages with both appear; `attrs`
+    records the run, task and metric.
+    """
+    from xling.analysis.queries import gap_by_lang
+
+    run_id = wh.resolve_run(run)
+    info = wh.run(run_id)
+    metric = pick_metric(wh, info["model_id"], task, metric)
+    gaps = gap_by_lang(wh, run_id, layer, mode, stat, k)
+    scores = wh.sql(
+        "SELECT lang, value AS bench_value FROM benchmarks "
+        "WHERE model_id = ? AND task = ? AND metric = ? AND steer IS NOT DISTINCT FROM ?",
+        [info["model_id"], task, metric, info["config"].get("steer")],
+    )
+    points = gaps.merge(scores, on="lang").rename(columns={"score": "act_score"})
+    points = points[
+        ["layer", "lang", "resource_group", "act_score", "gap_vs_en_pct", "bench_value"]
+    ].sort_values(["layer", "lang"], ignore_index=True)
+    points.attrs.update(run=run_id, task=task, metric=metric)
+    return points
+
+
+def correlation_stats(points: pd.DataFrame, x: str, y: str = "bench_value") -> pd.DataFrame:
+    """Per layer: n, Pearson r and p, Spearman ρ and p of `x` against `y` across languages."""
+    from scipy import stats
+
+    rows = []
+    for layer, g in points.groupby("layer", sort=True):
+        g = g.dropna(subset=[x, y])
+        n = len(g)
+        r = p_r = rho = p_rho = math.nan
+        if n >= MIN_LANGS:
+            with warnings.catch_warnings():
+                # A constant vector has no correlation: scipy warns and returns NaN.
+                warnings.simplefilter("ignore", stats.ConstantInputWarning)
+                r, p_r = stats.pearsonr(g[x], g[y])
+                rho, p_rho = stats.spearmanr(g[x], g[y])
+        rows.append(
+            {
+                "layer": int(layer),
+                "n": n,
+                "pearson_r": float(r),
+                "pearson_p": float(p_r),
+                "spearman_rho": float(rho),
+                "spearman_p": float(p_rho),
+                "langs": ",".join(sorted(g["lang"])),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["layer", "n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p", "langs"],
+    )
+
+
+def _points(wh: Warehouse, task: str, against: str, **kwargs) -> pd.DataFrame:
+    """correlation_points for `against`: English dropped for the gap; empty is an error."""
+    if against not in AGAINST:
+        raise XlingError(f"--against must be gap or score, got {against!r}")
+    points = correlation_points(wh, task, **kwargs)
+    attrs = dict(points.attrs)
+    if against == "gap":
+        points = points[points["lang"] != "en"].reset_index(drop=True)
+        points.attrs.update(attrs)
+    if points.empty:
+        raise XlingError(
+            f"no language has both an activation score in run {attrs['run']} and a "
+            f"{task!r} {attrs['metric']} score"
+            + (" (English is left out against the gap)" if against == "gap" else "")
+            + "; compare `xling bench list` with `xling query gap`"
+        )
+    return points
+
+
+def correlate(
+    wh: Warehouse,
+    task: str,
+    *,
+    layer: int | None = None,
+    metric: str | None = None,
+    against: str = "gap",
+    run: int | None = None,
+    mode: str | None = None,
+    stat: str = "max",
+    k: int = DEFAULT_K,
+) -> pd.DataFrame:
+    """Correlation across languages between the activation gap against English (or the
+    activation score A) and `task`'s score, one row per layer (only `layer` when given).
+
+    `mode`, `stat` and `k` choose how A is computed (see the view activation_scores).
+    """
+    points = _points(
+        wh, task, against, metric=metric, layer=layer, run=run, mode=mode, stat=stat, k=k
+    )
+    out = correlation_stats(points, X_COLUMN[against])
+    out.insert(1, "task", task)
+    out.insert(2, "metric", points.attrs["metric"])
+    out.insert(3, "against", against)
+    return out
+
+
+def plot_correlation(
+    wh: Warehouse,
+    task: str,
+    layer: int,
+    out: str | Path,
+    *,
+    metric: str | None = None,
+    against: str = "gap",
+    run: int | None = None,
+    mode: str | None = None,
+    stat: str = "max",
+    k: int = DEFAULT_K,
+) -> Path:
+    """Scatter of `task`'s score against the gap (or A) at `layer`: one labelled point per
+    language coloured by resource group, a least-squares line, r and ρ in the title. The
+    format (PNG, PDF, SVG) comes from `out`'s suffix."""
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise XlingError(f"{out}: the figure format comes from the suffix; use .png, .pdf or .svg")
+    points = _points(
+        wh, task, against, metric=metric, layer=layer, run=run, mode=mode, stat=stat, k=k
+    )
+    x = X_COLUMN[against]
+    row = correlation_stats(points, x).iloc[0]
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.0, 4.0), layout="constrained")
+    groups = points["resource_group"].fillna("")
+    present = set(groups)
+    for group in [g for g in GROUP_COLOURS if g in present] + sorted(present - set(GROUP_COLOURS)):
+        sel = points[groups == group]
+        ax.scatter(
+            sel[x],
+            sel["bench_value"],
+            color=GROUP_COLOURS.get(group, OTHER_COLOUR),
+            s=36,
+            zorder=3,
+            label=f"{group}-resource" if group else "no group",
+        )
+    for p in points.itertuples(index=False):
+        ax.annotate(
+            p.lang,
+            (getattr(p, x), p.bench_value),
+            xytext=(4, 3),
+            textcoords="offset points",
+            fontsize=9,
+        )
+    if points[x].nunique() > 1:
+        slope, intercept = np.polyfit(points[x], points["bench_value"], 1)
+        xs = np.linspace(points[x].min(), points[x].max(), 2)
+        ax.plot(xs, slope * xs + intercept, color="#999999", linewidth=1, zorder=2)
+    metric_name = points.attrs["metric"]
+    ax.set_xlabel(
+        f"activation gap vs English at layer {layer} (%)"
+        if against == "gap"
+        else f"activation score A at layer {layer}"
+    )
+    ax.set_ylabel(f"{task} {metric_name}")
+    ax.set_title(
+        f"{task} {metric_name} vs {'gap' if against == 'gap' else 'A'}, layer {layer}: "
+        f"r = {row.pearson_r:.2f}, ρ = {row.spearman_rho:.2f} (n = {row.n})",
+        fontsize=10,
+    )
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(alpha=0.3)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=200)
+    plt.close(fig)
+    return out
