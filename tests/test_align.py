@@ -135,7 +135,7 @@ def test_alignment_loss_equals_hand_computation(lm, tiny_sae_dirs):
     np.testing.assert_allclose(total.item(), want_align + lam * want_retain, rtol=1e-4)
 
 
-def _train(tiny_model_dir, tiny_sae_dirs, *, lam: float, steps: int = 25, layer: int = 2):
+def _train(tiny_model_dir, tiny_sae_dirs, *, lam: float, steps: int = 15, layer: int = 2):
     """Train LoRA on (en, ml) pairs whose a_orig is the untouched model's own English
     activations; returns (history, pooled acts before and after for en and ml)."""
     import torch
@@ -241,11 +241,11 @@ def test_config_is_validated_and_round_trips():
 
 @pytest.fixture
 def base_run(corpus_wh, tiny_model_dir, tiny_sae_dirs):
-    """A finished ingest of the 12-group corpus with the tiny model and its four SAEs."""
+    """A finished ingest of the 12-group corpus with the tiny model and its layer-2 SAE."""
     from xling.ingest.runner import IngestConfig, run_ingest
 
-    sae_parent = str(tiny_sae_dirs[0].parent)
-    return run_ingest(corpus_wh, IngestConfig(model=str(tiny_model_dir), sae_dir=sae_parent))
+    cfg = IngestConfig(model=str(tiny_model_dir), sae_dir=str(tiny_sae_dirs[2]), layers=[2])
+    return run_ingest(corpus_wh, cfg)
 
 
 def test_aligned_pairs_and_stored_english_activations(corpus_wh, base_run):

@@ -288,3 +288,87 @@ def test_steer_cli_add_list_show_delete(corpus_wh, db_path, cli):
     assert r.exit_code == 0, r.stderr
     r = cli("steer", "show", "hi-en", *args)
     assert r.exit_code == 1 and "no intervention" in r.stderr
+
+
+@pytest.fixture
+def neuron_run(corpus_wh, tiny_model_dir):
+    from xling.ingest.runner import IngestConfig, run_ingest
+
+    return run_ingest(corpus_wh, IngestConfig(model=str(tiny_model_dir), neurons=True))
+
+
+def test_neuron_recipe_values_from_neuron_stats(corpus_wh, neuron_run):
+    from xling.analysis.queries import lape
+    from xling.finetune.config import NEURON_MODES, NeuronSteerConfig
+    from xling.finetune.steer import add_intervention
+
+    selected = lape(corpus_wh, kind="neurons", lang="hi", top_rate=0.05, run=neuron_run)
+    stats = corpus_wh.sql("SELECT * FROM neuron_stats WHERE run_id = ?", [neuron_run])
+    mean = {  # (lang, layer, neuron) -> mean activation, straight from the raw rows
+        (r.lang, r.layer, r.neuron): r.act_sum / r.n_tokens for r in stats.itertuples()
+    }
+    langs = sorted(stats["lang"].unique())
+    for mode in NEURON_MODES:
+        cfg = NeuronSteerConfig(run=neuron_run, lang="hi", mode=mode, alpha=1.5, top_rate=0.05)
+        recipe = add_intervention(corpus_wh, mode, cfg)
+        got = {}
+        for edit in recipe.edits:
+            assert edit.site == "mlp_act"
+            got.update(
+                {
+                    (edit.layer, j): (edit.op, v)
+                    for j, v in zip(edit.index, edit.values, strict=True)
+                }
+            )
+        assert set(got) == set(zip(selected["layer"], selected["neuron"], strict=True))
+        for (layer, j), (op, value) in got.items():
+            target = mean[("hi", layer, j)]
+            others = np.mean([mean[(lang, layer, j)] for lang in langs if lang != "hi"])
+            want = {
+                "scale": ("mul", 1.5),
+                "replacement": ("set", target),
+                "additive": ("add", 1.5 * target),
+                "diffmean": ("add", 1.5 * (target - others)),
+            }[mode]
+            assert op == want[0]
+            assert value == pytest.approx(want[1], rel=1e-9, abs=1e-12)
+
+
+def test_steer_cli_neurons(corpus_wh, neuron_run, db_path, cli):
+    from xling.analysis.queries import lape
+
+    layers = sorted(
+        set(lape(corpus_wh, kind="neurons", lang="mr", top_rate=0.05, run=neuron_run)["layer"])
+    )
+    corpus_wh.close()
+    base = [
+        "--kind",
+        "neurons",
+        "--run",
+        neuron_run,
+        "--lang",
+        "mr",
+        "--top-rate",
+        0.05,
+        "--db",
+        db_path,
+    ]
+    r = cli("steer", "add", "mr-up", *base, "--mode", "diffmean", "--alpha", 2)
+    assert r.exit_code == 0, r.stderr
+    assert f"at layers {','.join(map(str, layers))}" in r.stdout
+    missing = next(layer for layer in range(4) if layer not in layers)
+    r = cli("steer", "add", "mr-x", *base, "--layers", missing)
+    assert r.exit_code == 1 and f"no LAPE neurons at layers [{missing}]" in r.stderr
+    r = cli("steer", "add", "mr-y", *base, "--mode", "louder")
+    assert r.exit_code == 2  # a usage error: click rejects the choice
+
+
+def test_neuron_recipe_refuses_a_run_without_neuron_stats(corpus_wh, tiny_model_dir):
+    from xling.finetune.config import NeuronSteerConfig
+    from xling.finetune.steer import add_intervention
+
+    run = _fake_run(corpus_wh, with_residuals=True, rng=np.random.default_rng(0))
+    with pytest.raises(XlingError, match="--neurons"):
+        add_intervention(corpus_wh, "x", NeuronSteerConfig(run=run, lang="hi"))
+    with pytest.raises(XlingError, match="steering mode"):
+        NeuronSteerConfig(run=run, lang="hi", mode="boost")

@@ -145,3 +145,77 @@ def test_config_validation():
     ):
         with pytest.raises(XlingError):
             SubnetworkConfig(**{"run": 1, "lang": "hi", "out": "d", **bad})
+
+
+# -- from the warehouse, through the CLI -------------------------------------------------
+
+LANG, TOP_RATE = "hi", 0.05
+
+
+@pytest.fixture
+def neuron_run(corpus_wh, tiny_model_dir):
+    from xling.ingest.runner import IngestConfig, run_ingest
+
+    return run_ingest(corpus_wh, IngestConfig(model=str(tiny_model_dir), neurons=True))
+
+
+def test_finetune_subnetwork_cli_trains_exactly_the_lape_neurons(
+    corpus_wh, neuron_run, db_path, cli, tmp_path, tiny_model_dir
+):
+    import json
+
+    import torch
+
+    from xling.analysis.queries import lape
+    from xling.finetune.apply import apply_adapter
+    from xling.ingest.models import load_model
+
+    selected = lape(corpus_wh, kind="neurons", lang=LANG, top_rate=TOP_RATE, run=neuron_run)
+    assert len(selected) >= 2
+    corpus_wh.close()
+    out = tmp_path / "delta"
+    args = ["--run", neuron_run, "--lang", LANG, "--top-rate", TOP_RATE, "--db", db_path]
+    r = cli("finetune", "subnetwork", *args, "--steps", 3, "--lr", 1e-2, "--out", out)
+    assert r.exit_code == 0, r.stderr
+    n = len(selected)
+    assert f"{n * 3 * 64:,} of" in r.stdout  # three 64-wide slices per neuron
+
+    base = load_model(str(tiny_model_dir)).model.state_dict()
+    tuned = apply_adapter(load_model(str(tiny_model_dir)), out).model.state_dict()
+    changed = set()
+    for name, value in tuned.items():
+        diff = (value != base[name]).nonzero()
+        if len(diff):
+            layer = int(name.split(".layers.")[1].split(".")[0])
+            proj = name.split(".")[-2]
+            changed |= {(layer, int(j)) for j in diff[:, SLICES[proj]].unique()}
+            assert proj in SLICES, name
+    assert changed == set(zip(selected["layer"], selected["neuron"], strict=True))
+    assert torch.equal(tuned["model.embed_tokens.weight"], base["model.embed_tokens.weight"])
+
+    from xling.warehouse import Warehouse
+
+    with Warehouse(db_path, read_only=True) as wh:
+        row = wh.sql("SELECT * FROM finetunes").iloc[0]
+        assert (row["kind"], row["base_run"], row["n_trainable"]) == (
+            "subnetwork",
+            neuron_run,
+            n * 192,
+        )
+        assert len(json.loads(row["losses"])) == 3
+        assert json.loads(row["config"])["weight_decay"] == 0.01
+
+    r = cli("finetune", "subnetwork", *args, "--steps", 1, "--out", out)
+    assert r.exit_code == 1 and "exists" in r.stderr
+    r = cli(
+        "finetune",
+        "subnetwork",
+        *args[:2],
+        "--lang",
+        "xx",
+        "--db",
+        db_path,
+        "--out",
+        tmp_path / "x",
+    )
+    assert r.exit_code == 1 and "no neuron stats for 'xx'" in r.stderr
