@@ -441,7 +441,7 @@ def compare(
         "ORDER BY layer, lang",
         [base, tuned, mode, stat, k, layer],
     )
-    return df.drop(columns=["base_run", "tuned_run", "mode"])
+    return df.drop(columns=["base_run", "tuned_run"])
 
 
 # -- features of a language ----------------------------------------------------------------

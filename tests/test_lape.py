@@ -3,88 +3,13 @@ known by design, and Tang et al.'s selection transcribed in torch as the referen
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
-from analysis_data import Toy
+from analysis_data import LANGS, Toy, neuron_probs, write_neurons
 
 from xling.analysis import queries
 from xling.warehouse import XlingError
-from xling.warehouse.writer import append_arrow
-
-LANGS = ["en", "hi", "mr", "zh"]
-TOKENS = {"en": 1000, "hi": 800, "mr": 500, "zh": 400}
-N_NEURONS = 50
-# Designed language-specific neurons: (layer, neuron) -> {lang: p}; other languages 0.
-SPECIFIC = {
-    (0, 3): {"hi": 0.9},
-    (0, 7): {"hi": 0.9},
-    (1, 5): {"mr": 0.8, "en": 0.01, "hi": 0.01, "zh": 0.01},
-    (1, 9): {"hi": 0.7, "mr": 0.7},
-}
-EVERYWHERE = [(0, 20), (0, 21), (1, 30)]  # p = 0.65 in every language: kept, maximal entropy
-
-
-def neuron_probs(seed: int = 0) -> np.ndarray:
-    """p[layer, neuron, lang]: the designed neurons, plus flat low-p neurons (high entropy)."""
-    rng = np.random.default_rng(seed)
-    p = np.empty((2, N_NEURONS, len(LANGS)))
-    base = rng.uniform(0.01, 0.1, size=(2, N_NEURONS, 1))
-    p[:] = base * rng.uniform(0.95, 1.05, size=(2, N_NEURONS, len(LANGS)))
-    for (layer, neuron), by_lang in SPECIFIC.items():
-        p[layer, neuron] = [by_lang.get(lang, 0.0) for lang in LANGS]
-    for layer, neuron in EVERYWHERE:
-        p[layer, neuron] = 0.65
-    return p
-
-
-def write_neurons(wh, p: np.ndarray, run: int = 1, *, drop_zeros: bool = False) -> np.ndarray:
-    """neuron_stats rows for `p` (counts rounded to whole tokens); returns the stored p."""
-    counts = np.rint(p * np.array([TOKENS[lang] for lang in LANGS])).astype(np.int64)
-    rows = {
-        "run_id": [],
-        "lang": [],
-        "layer": [],
-        "neuron": [],
-        "n_tokens": [],
-        "n_positive": [],
-        "act_sum": [],
-    }
-    for layer in range(p.shape[0]):
-        for neuron in range(p.shape[1]):
-            for j, lang in enumerate(LANGS):
-                if drop_zeros and counts[layer, neuron, j] == 0:
-                    continue  # a missing row counts 0 positives
-                rows["run_id"].append(run)
-                rows["lang"].append(lang)
-                rows["layer"].append(layer)
-                rows["neuron"].append(neuron)
-                rows["n_tokens"].append(TOKENS[lang])
-                rows["n_positive"].append(int(counts[layer, neuron, j]))
-                rows["act_sum"].append(float(counts[layer, neuron, j]) * 0.5)
-    with wh.transaction() as con:
-        if not wh.scalar("SELECT count(*) FROM models"):
-            con.execute("INSERT INTO models (name, n_layers, d_model) VALUES ('toy', 2, 8)")
-        con.execute(
-            "INSERT INTO runs (run_id, model_id, status, config) VALUES (?, 1, 'finished', ?)",
-            [run, json.dumps({"neurons": True})],
-        )
-        append_arrow(
-            con,
-            "neuron_stats",
-            pa.table(
-                {
-                    **rows,
-                    "run_id": pa.array(rows["run_id"], pa.int32()),
-                    "layer": pa.array(rows["layer"], pa.int16()),
-                    "neuron": pa.array(rows["neuron"], pa.int32()),
-                }
-            ),
-        )
-    return counts / np.array([TOKENS[lang] for lang in LANGS])
 
 
 def reference_lape(

@@ -1,9 +1,58 @@
-"""`xling export`."""
+"""`xling export`: a table or view to a file for papers and other tools."""
 
 from __future__ import annotations
 
+import enum
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from xling.cli.common import DbOpt, RunOpt, open_warehouse
+
+
+class ExportFormat(enum.StrEnum):
+    parquet = "parquet"
+    csv = "csv"
+    json = "json"
+    markdown = "markdown"
+    latex = "latex"
+
+
+def export(
+    name: Annotated[
+        str, typer.Argument(help="Table or view, e.g. gap_by_layer, gap_by_lang_summary, phrases.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write.")],
+    fmt: Annotated[
+        ExportFormat | None,
+        typer.Option(
+            "--format",
+            "-f",
+            case_sensitive=False,
+            help="File format [default: from --out's extension].",
+        ),
+    ] = None,
+    run: RunOpt = None,
+    all_runs: Annotated[
+        bool, typer.Option("--all-runs", help="Every run's rows (views with a run_id column).")
+    ] = False,
+    caption: Annotated[
+        str | None, typer.Option("--caption", help="LaTeX caption [default: name, run, model].")
+    ] = None,
+    db: DbOpt = None,
+) -> None:
+    """Write a table or view (one run's rows, the latest finished by default) as Parquet, CSV,
+    JSON, Markdown or a LaTeX booktabs table."""
+    from xling.analysis.export import export as export_view
+
+    with open_warehouse(db) as wh:
+        n = export_view(
+            wh, name, out, fmt.value if fmt else None, run=run, all_runs=all_runs, caption=caption
+        )
+    typer.echo(f"wrote {n} rows of {name} to {out}")
 
 
 def register(app: typer.Typer) -> None:
     """Attach the top-level commands of this module to the main app."""
+    app.command("export")(export)
