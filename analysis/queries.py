@@ -104,6 +104,17 @@ def _check_score_args(stat: str, k: int) -> None:
         raise XlingError(f"k must be a whole number >= 1, got {k!r}")
 
 
+def _check_english(wh: Warehouse, run: int, needs: str) -> None:
+    """A one-line error when `run` has no English phrase and `needs` one (SPEC §7)."""
+    has_english = wh.scalar(
+        "SELECT EXISTS (SELECT 1 FROM phrase_tokens t JOIN phrases p USING (phrase_id) "
+        "WHERE t.run_id = ? AND p.lang = 'en')",
+        [run],
+    )
+    if not has_english:
+        raise XlingError(f"run {run} has no English phrases, and {needs}")
+
+
 def resolve_mode(wh: Warehouse, run: int, mode: str | None) -> str:
     """`mode` checked against what `run` can answer, or the run's default mode."""
     if mode is not None and mode not in MODES:
@@ -121,6 +132,13 @@ def resolve_mode(wh: Warehouse, run: int, mode: str | None) -> str:
     if mode == "origin" and not has_origins:
         raise XlingError(
             f"no phrase of run {run} carries an origin feature; use --mode english-topk"
+        )
+    if mode == "english-topk":
+        _check_english(
+            wh,
+            run,
+            "english-topk ranks each group's features on its English phrase; load English text, "
+            "or use --mode origin with phrases that carry origin features",
         )
     if mode == "english-topk" and stored == "origin":
         raise XlingError(
@@ -195,6 +213,7 @@ def _scored(
     return df
 
 
+_VS_ENGLISH = "the gap against English needs A(L, en); load English text into the corpus"
 _GAP = "gap_by_layer"
 _BY_LANG = "gap_by_lang"
 _SUMMARY = "gap_by_lang_summary"
@@ -240,6 +259,7 @@ def gap_by_lang(
 ) -> pd.DataFrame:
     """Each language against English per layer: run_id, layer, lang, resource_group, mode,
     score (A(L, l)), n_phrases, en_score (A(L, en)), gap_vs_en_pct."""
+    _check_english(wh, wh.resolve_run(run), _VS_ENGLISH)
     return _scored(wh, _BY_LANG, run, layer, mode, stat, k, "layer, lang")
 
 
@@ -256,6 +276,7 @@ def languages(
 
     std_gap_pct is the sample standard deviation (n − 1); NaN over a single layer.
     """
+    _check_english(wh, wh.resolve_run(run), _VS_ENGLISH)
     df = _scored(wh, _SUMMARY, run, layer, mode, stat, k, "lang", per_layer=False)
     names = wh.sql(
         "SELECT p.lang, any_value(l.name) AS name, count(*) AS n_phrases "
@@ -308,6 +329,7 @@ def similarity(wh: Warehouse, run: int | None = None, layer: int | None = None) 
     """Mean cosine of each language's residuals to English's per layer: run_id, layer, lang,
     resource_group, similarity, n_groups."""
     run_id = _residual_run(wh, run, layer)
+    _check_english(wh, run_id, "similarity to English needs them; try --matrix for all pairs")
     where, params = _filters(run_id=run_id, layer=layer)
     return wh.sql(f"SELECT * FROM similarity_by_layer{where} ORDER BY layer, lang", params)
 

@@ -422,3 +422,19 @@ def test_run_layers_from_config_or_scan(toy_wh):
     wh.con.execute("UPDATE runs SET config = '{}' WHERE run_id = 2")
     assert queries.run_layers(wh, 2) == [0, 1]  # scanned
     assert queries.span([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
+
+
+def test_a_run_without_english_says_so(toy_wh):
+    wh, _ = toy_wh
+    # run 3 pools only g4 (zh, hi): no English phrase; its Chinese phrase carries an origin
+    wh.con.execute(
+        "INSERT INTO runs (run_id, model_id, status, config) VALUES (3, 1, 'finished', '{}')"
+    )
+    wh.con.execute("INSERT INTO phrase_tokens VALUES (3, 10, 4), (3, 11, 4)")
+    wh.con.execute("INSERT INTO feature_acts VALUES (3, 10, 0, 5, 1.0, 2.0, 1)")
+    with pytest.raises(XlingError, match="run 3 has no English phrases, and english-topk"):
+        queries.gap(wh, run=3, mode="english-topk")
+    with pytest.raises(XlingError, match="run 3 has no English phrases, and the gap against"):
+        queries.languages(wh, run=3, mode="origin")
+    # the high/low gap in origin mode needs no English
+    assert queries.gap(wh, run=3)["mode"].tolist() == ["origin"]
