@@ -82,10 +82,14 @@ def cldr_frame(
         raise XlingError(f"unknown CLDR kind(s) {', '.join(bad)}; choose from {', '.join(KINDS)}")
     if limit is not None and limit < 1:
         raise XlingError("--limit must be at least 1")
-    try:
-        locales = {lang: Locale.parse(lang) for lang in langs}
-    except (UnknownLocaleError, ValueError) as err:
-        raise XlingError(f"Babel has no CLDR locale for {err}; drop it from --langs") from None
+    locales: dict[str, Locale] = {}
+    for lang in langs:
+        try:
+            locales[lang] = Locale.parse(lang)
+        except (UnknownLocaleError, ValueError):
+            raise XlingError(
+                f"Babel has no CLDR locale for language {lang!r}; drop it from --langs"
+            ) from None
     latin = {lang: locale_script(lang) == "Latn" for lang in langs}
     source = f"cldr-{get_cldr_version()} (babel {babel.__version__})"
     rows: list[tuple[str, str, str]] = []

@@ -15,6 +15,8 @@ import json
 import logging
 import os
 import re
+import warnings
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,12 @@ ORIGIN_COLUMN_PAIRS = (
 LANG_CODE = r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*"
 _LANG_CODE_RE = re.compile(f"^{LANG_CODE}$")
 RESOURCE_GROUPS = ("high", "low")
+# A phrase is a snippet (ingest reads at most --max-tokens tokens of it); a longer text is a
+# broken file far more often than a real phrase, e.g. a quote left open swallowing lines.
+MAX_TEXT_CHARS = 100_000
+# What reading a damaged file raises: OSError (incl. gzip.BadGzipFile), EOFError (a truncated
+# .gz) and zlib.error (a damaged deflate stream, not an OSError).
+READ_ERRORS = (OSError, EOFError, zlib.error)
 
 # Readers by file suffix (after an optional .gz).
 _CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
@@ -160,12 +168,15 @@ def open_bytes(path: Path):
 
 def first_bad_utf8_line(path: Path) -> int | None:
     """1-based line number of the first line that is not valid UTF-8, if any."""
-    with open_bytes(path) as f:
-        for number, line in enumerate(f, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
+    try:
+        with open_bytes(path) as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    return number
+    except READ_ERRORS:
+        return None
     return None
 
 
@@ -210,26 +221,31 @@ def read_table(path: Path) -> _Raw:
 def _read_csv(path: Path, sep: str) -> pd.DataFrame:
     kind = "TSV" if sep == "\t" else "CSV"
     try:
-        # Only truly empty cells are missing: text such as "NA" or "null" is a phrase.
-        return pd.read_csv(
-            path,
-            sep=sep,
-            dtype=str,
-            keep_default_na=False,
-            na_values=[""],
-            encoding="utf-8",
-            encoding_errors="strict",
-            engine="c",
-        )
+        # A first row with one field more than the header would silently become the index
+        # (shifting every column); index_col=False makes that a ParserWarning, raised here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            # Only truly empty cells are missing: text such as "NA" or "null" is a phrase.
+            return pd.read_csv(
+                path,
+                sep=sep,
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+                encoding="utf-8",
+                encoding_errors="strict",
+                engine="c",
+                index_col=False,
+            )
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
     except pd.errors.EmptyDataError:
         raise XlingError(f"{path}: empty file; a {kind} file needs a header row") from None
-    except (pd.errors.ParserError, ValueError) as err:
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as err:
         detail = str(err).strip().splitlines()[0].removeprefix("Error tokenizing data. C error: ")
         raise XlingError(f"{path}: malformed {kind} ({detail}); fix the file") from None
-    except (OSError, EOFError) as err:
-        raise XlingError(f"{path}: cannot read ({err})") from None
+    except READ_ERRORS as err:
+        raise XlingError(f"{path}: cannot read ({err}); is the file complete?") from None
 
 
 def _read_jsonl(path: Path) -> _Raw:
@@ -257,8 +273,8 @@ def _read_jsonl(path: Path) -> _Raw:
                     )
                 records.append(record)
                 numbers.append(number)
-    except (OSError, EOFError) as err:
-        raise XlingError(f"{path}: cannot read ({err})") from None
+    except READ_ERRORS as err:
+        raise XlingError(f"{path}: cannot read ({err}); is the file complete?") from None
     if not records:
         raise XlingError(f"{path}: no records; expected one JSON object per line")
     return _Raw(pd.DataFrame.from_records(records), "line", np.array(numbers))
@@ -292,7 +308,9 @@ def read_corpus_file(
     if layout == "long":
         out = _long_rows(path, raw, fmt)
     else:
-        out = _wide_rows(path, df, fmt, set(languages))
+        out = _wide_rows(path, raw, fmt, set(languages))
+    if out.empty:
+        raise XlingError(f"{path}: no phrases in the file; it needs a header and data rows")
     origin = _origin(path, raw)
     rows = out.pop("_row").to_numpy()
     if origin is not None:
@@ -338,21 +356,20 @@ def _long_rows(path: Path, raw: _Raw, fmt: CorpusFormat) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "_row": np.arange(len(df)),
-            "group_id": _strings(df[fmt.group_col]),
-            "lang": _strings(df[fmt.lang_col]),
-            "text": _strings(df[fmt.text_col]),
+            "group_id": _text_column(path, raw, fmt.group_col),
+            "lang": _text_column(path, raw, fmt.lang_col),
+            "text": _text_column(path, raw, fmt.text_col),
         }
     )
     if "phrase_id" in df.columns:
-        out["phrase_id"] = _integers(path, raw, "phrase_id", prefix_ok=False)
+        out["phrase_id"] = _integers(path, raw, "phrase_id", prefix_ok=False, bits=64)
     if "source" in df.columns:
-        out["source"] = _strings(df["source"])
+        out["source"] = _text_column(path, raw, "source")
     return out
 
 
-def _wide_rows(
-    path: Path, df: pd.DataFrame, fmt: CorpusFormat, languages: set[str]
-) -> pd.DataFrame:
+def _wide_rows(path: Path, raw: _Raw, fmt: CorpusFormat, languages: set[str]) -> pd.DataFrame:
+    df = raw.frame
     lang_cols = _language_columns(df.columns, fmt, languages)
     if not lang_cols:
         raise XlingError(
@@ -367,14 +384,16 @@ def _wide_rows(
         )
     n, k = len(df), len(lang_cols)
     if fmt.group_col in df.columns:
-        groups = _strings(df[fmt.group_col]).to_numpy()
+        groups = _text_column(path, raw, fmt.group_col).to_numpy()
     elif fmt.group_col != CorpusFormat.group_col:
         raise XlingError(f"{path}: no column {fmt.group_col!r} (from --group-col)")
     else:
         # Without group ids every row is its own group, named after the file and row, so
         # loading the same file twice is caught as a duplicate.
         groups = np.array([f"{path.name}:{i + 1}" for i in range(n)], dtype=object)
-    texts = np.column_stack([_strings(df[c]).to_numpy(dtype=object) for c in lang_cols.values()])
+    texts = np.column_stack(
+        [_text_column(path, raw, c).to_numpy(dtype=object) for c in lang_cols.values()]
+    )
     # Row-major flattening keeps file order: row 0's languages, then row 1's, ...
     out = pd.DataFrame(
         {
@@ -385,7 +404,7 @@ def _wide_rows(
         }
     )
     if "source" in df.columns:
-        out["source"] = np.repeat(_strings(df["source"]).to_numpy(dtype=object), k)
+        out["source"] = np.repeat(_text_column(path, raw, "source").to_numpy(dtype=object), k)
     if fmt.skip_empty:
         out = out[out["text"].notna()].reset_index(drop=True)
     return out
@@ -427,8 +446,8 @@ def _origin(path: Path, raw: _Raw) -> tuple[np.ndarray, np.ndarray] | None:
     if pair is None:
         return None
     layer_col, feature_col = pair
-    layer = _integers(path, raw, layer_col, prefix_ok=True)
-    feature = _integers(path, raw, feature_col, prefix_ok=False)
+    layer = _integers(path, raw, layer_col, prefix_ok=True, bits=32, minimum=0)
+    feature = _integers(path, raw, feature_col, prefix_ok=False, bits=32, minimum=0)
     return layer.to_numpy(), feature.to_numpy()
 
 
@@ -442,26 +461,59 @@ def _strings(s: pd.Series) -> pd.Series:
     return s.astype(str).astype(object).where(s.notna(), None)
 
 
+_NOT_TEXT = (dict, list, tuple, bytes, bytearray, np.ndarray)
+
+
+def _text_column(path: Path, raw: _Raw, col: str) -> pd.Series:
+    """A file column as strings; JSON objects or arrays, Parquet lists or binary are refused
+    (their Python repr would otherwise be stored as a phrase)."""
+    s = raw.frame[col]
+    if s.dtype == object:
+        bad = s.map(lambda v: isinstance(v, _NOT_TEXT)).to_numpy(dtype=bool)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            value = s.iloc[i]
+            kind = "binary" if isinstance(value, bytes | bytearray) else type(value).__name__
+            raise XlingError(
+                f"{raw.where(path, i)}: {col} holds a {kind} value ({str(value)[:40]}); "
+                "expected text"
+            )
+    return _strings(s)
+
+
 _INT_RE = r"^\s*(-?\d+)(?:\.0*)?\s*$"
 _INT_PREFIX_RE = r"^\s*(-?\d+)"
 
 
-def _integers(path: Path, raw: _Raw, col: str, *, prefix_ok: bool) -> pd.Series:
-    """Column `col` as nullable Int64. `prefix_ok` reads Neuronpedia layer ids such as
+def _integers(
+    path: Path, raw: _Raw, col: str, *, prefix_ok: bool, bits: int, minimum: int | None = None
+) -> pd.Series:
+    """Column `col` as nullable Int64, each value checked to fit a signed `bits`-bit column
+    (and to be >= `minimum`). `prefix_ok` reads Neuronpedia layer ids such as
     `20-gemmascope-res-16k` as 20."""
     s = raw.frame[col]
     if pd.api.types.is_integer_dtype(s.dtype):
-        return s.astype("Int64")
-    text = s.astype(object).where(s.notna(), None)
-    text = text.map(lambda v: None if v is None else str(v))
-    digits = text.str.extract(_INT_PREFIX_RE if prefix_ok else _INT_RE, expand=False)
-    bad = text.notna() & digits.isna()
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
+        values = s.astype(object).where(s.notna(), None)
+    else:
+        text = s.astype(object).where(s.notna(), None)
+        text = text.map(lambda v: None if v is None else str(v))
+        digits = text.str.extract(_INT_PREFIX_RE if prefix_ok else _INT_RE, expand=False)
+        bad = text.notna() & digits.isna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise XlingError(
+                f"{raw.where(path, i)}: {col} {text.iloc[i]!r} is not an integer; fix the value"
+            )
+        values = digits.map(lambda d: None if pd.isna(d) else int(d))
+    lo = -(2 ** (bits - 1)) if minimum is None else minimum
+    hi = 2 ** (bits - 1) - 1
+    out = values.map(lambda v: v is not None and not lo <= int(v) <= hi).to_numpy(dtype=bool)
+    if out.any():
+        i = int(np.flatnonzero(out)[0])
         raise XlingError(
-            f"{raw.where(path, i)}: {col} {text.iloc[i]!r} is not an integer; fix the value"
+            f"{raw.where(path, i)}: {col} {values.iloc[i]} is out of range ({lo} to {hi})"
         )
-    return pd.to_numeric(digits, errors="raise").astype("Int64")
+    return pd.array(values.tolist(), dtype="Int64")
 
 
 def read_corpus(
@@ -571,6 +623,14 @@ def _check_values(wh: Warehouse, df: pd.DataFrame) -> None:
             f"{_where(df, i)}empty text for group {df.group_id[i]!r} ({df.lang[i]}); "
             "fill it in or drop the row (wide files: --skip-empty treats empty cells as "
             "missing translations)"
+        )
+    long = text.str.len().to_numpy(dtype=float) > MAX_TEXT_CHARS
+    if long.any():
+        i = int(np.flatnonzero(long)[0])
+        raise XlingError(
+            f"{_where(df, i)}text of {len(text.iloc[i]):,} characters for group "
+            f"{df.group_id[i]!r} ({df.lang[i]}); phrases are at most {MAX_TEXT_CHARS:,} "
+            "characters: split it, or look for a quote left open in the file"
         )
     known = set(known_languages(wh))
     unknown = ~df["lang"].isin(known) | df["lang"].isna()

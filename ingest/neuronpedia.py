@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from xling.ingest.corpus import LoadResult, expand_paths, load_phrases, open_bytes
+from xling.ingest.corpus import READ_ERRORS, LoadResult, expand_paths, load_phrases, open_bytes
 from xling.warehouse.errors import XlingError
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                         "record per line"
                     ) from None
                 yield number, _checked(record, where)
-    except (OSError, EOFError) as err:
+    except READ_ERRORS as err:
         raise XlingError(f"{path}: cannot read ({err}); is the file complete?") from None
 
 
@@ -130,19 +131,39 @@ def _checked(record: Any, where: str) -> dict[str, Any]:
     tokens, index = record["tokens"], record["maxValueTokenIndex"]
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         raise XlingError(f"{where}: tokens must be a list of strings")
-    if not isinstance(index, int) or not 0 <= index < len(tokens):
+    if not _is_int(index):
+        raise XlingError(f"{where}: maxValueTokenIndex {index!r} is not a token index")
+    if not 0 <= index < len(tokens):
         raise XlingError(
             f"{where}: maxValueTokenIndex {index!r} is outside the {len(tokens)} tokens"
         )
-    if not isinstance(record["maxValue"], int | float) or isinstance(record["maxValue"], bool):
-        raise XlingError(f"{where}: maxValue {record['maxValue']!r} is not a number")
-    if not isinstance(record["index"], int | str) or not str(record["index"]).isdigit():
-        raise XlingError(f"{where}: index {record['index']!r} is not a feature number")
+    value = record["maxValue"]
+    if not (_is_int(value) or isinstance(value, float)):
+        raise XlingError(f"{where}: maxValue {value!r} is not a number")
+    if not math.isfinite(value):
+        raise XlingError(f"{where}: maxValue {value!r} is not a finite number")
+    feature = record["index"]
+    if not (_is_int(feature) or isinstance(feature, str)) or not str(feature).isdigit():
+        raise XlingError(f"{where}: index {feature!r} is not a feature number")
+    if int(feature) > _INT32_MAX:
+        raise XlingError(f"{where}: index {feature} is out of range for a feature number")
+    if not isinstance(record["modelId"], str):
+        raise XlingError(f"{where}: modelId {record['modelId']!r} is not a model name")
     try:
-        layer_number(record["layer"])
+        layer = layer_number(record["layer"])
     except ValueError as err:
         raise XlingError(f"{where}: {err}") from None
+    if not 0 <= layer <= _INT32_MAX:
+        raise XlingError(f"{where}: layer {record['layer']!r} is not a layer number")
     return record
+
+
+_INT32_MAX = 2**31 - 1  # origin_layer and origin_feature are INTEGER columns
+
+
+def _is_int(value: Any) -> bool:
+    """A JSON integer (true and false are not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def read_neuronpedia(

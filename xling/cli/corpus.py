@@ -225,12 +225,19 @@ def translate(
     tasks: dict[str, int] = {}
 
     def progress(lang: str, done: int, total: int) -> None:
+        # Started by the first translation, so a refused job prints its error line alone.
+        if not bar.live.is_started:
+            bar.start()
         if lang not in tasks:
             tasks[lang] = bar.add_task(f"en → {lang}", total=total)
         bar.update(tasks[lang], completed=done)
 
-    with open_warehouse(db, read_only=False) as wh, bar:
-        result = translate_missing(wh, cfg, progress)
+    try:
+        with open_warehouse(db, read_only=False) as wh:
+            result = translate_missing(wh, cfg, progress)
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     _report(result, "translated")
 
 
