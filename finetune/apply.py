@@ -100,10 +100,13 @@ def finetune_round(
     steps: int = 20,
     lr: float = 1e-3,
     lam: float = 1.0,
+    layers: list[int] | None = None,
     on_step: StepCallback | None = None,
     progress: ProgressFn | None = None,
 ) -> RoundResult:
-    """Aligned LoRA for one language from `base_run`, then the same ingest with the adapter.
+    """Aligned LoRA for one language from `base_run`, then the base run's ingest again with
+    the adapter (over `layers` only, when given: a comparison needs only the layers both
+    runs share).
 
     `query compare --base BASE --tuned TUNED` (analysis `compare`) then shows the effect.
     """
@@ -121,6 +124,9 @@ def finetune_round(
         lam=lam,
     )
     result = align_lora(wh, cfg, on_step=on_step)
+    changes: dict = {"adapter": result.adapter}
+    if layers is not None:
+        changes["layers"] = layers
     base_cfg = IngestConfig.from_dict(wh.run(base_run)["config"])
-    tuned_run = run_ingest(wh, dataclasses.replace(base_cfg, adapter=result.adapter), progress)
+    tuned_run = run_ingest(wh, dataclasses.replace(base_cfg, **changes), progress)
     return RoundResult(finetune=result, base_run=base_run, tuned_run=tuned_run)
