@@ -183,31 +183,21 @@ def _scored(
     stat: str,
     k: int,
     order: str,
-    *,
-    per_layer: bool = True,
 ) -> pd.DataFrame:
     """Rows of one score macro (`macro`: a constant of this module) for a run, at `layer`.
 
     The run and layer go in as the macros' at_run/at_layer arguments: constants that reach
     every scan of feature_acts, subqueries included, which a WHERE on the result would not.
-    Without a layer, a `per_layer` macro is queried once per layer of the run: each query
-    then prunes feature_acts to one layer and its few target features, several times faster
-    in all than one query over every layer.
     """
-    import pandas as pd
-
     _check_score_args(stat, k)
     run_id = _run(wh, run)
-    layers = _check_layer(wh, run_id, layer)
+    _check_layer(wh, run_id, layer)
     mode = resolve_mode(wh, run_id, mode)
-    sql = (
+    df = wh.sql(
         f"SELECT * FROM {macro}(mode := ?, stat := ?, k := ?, at_run := ?, at_layer := ?) "
-        f"WHERE run_id = ? ORDER BY {order}"
+        f"WHERE run_id = ? ORDER BY {order}",
+        [mode, stat, k, run_id, layer, run_id],
     )
-    if layer is None and per_layer:
-        parts = [wh.sql(sql, [mode, stat, k, run_id, lay, run_id]) for lay in layers]
-        return pd.concat([p for p in parts if not p.empty] or parts[:1], ignore_index=True)
-    df = wh.sql(sql, [mode, stat, k, run_id, layer, run_id])
     if df.empty and mode == "origin" and layer is not None:
         raise _no_origin_rows(wh, run_id, layer)
     return df
@@ -277,7 +267,7 @@ def languages(
     std_gap_pct is the sample standard deviation (n − 1); NaN over a single layer.
     """
     _check_english(wh, wh.resolve_run(run), _VS_ENGLISH)
-    df = _scored(wh, _SUMMARY, run, layer, mode, stat, k, "lang", per_layer=False)
+    df = _scored(wh, _SUMMARY, run, layer, mode, stat, k, "lang")
     names = wh.sql(
         "SELECT p.lang, any_value(l.name) AS name, count(*) AS n_phrases "
         "FROM phrase_tokens t JOIN phrases p USING (phrase_id) "
