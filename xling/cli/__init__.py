@@ -30,7 +30,19 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from xling.cli import bench, corpus, export, finetune, ingest, plot, query, runs, sae, steer
+    from xling.cli import (
+        bench,
+        corpus,
+        correlate,
+        export,
+        finetune,
+        ingest,
+        plot,
+        query,
+        runs,
+        sae,
+        steer,
+    )
     from xling.cli import sql as sql_cmd
 
     app.command("init")(runs.init)
@@ -38,6 +50,7 @@ def _register() -> None:
     app.add_typer(corpus.app, name="corpus")
     ingest.register(app)
     app.add_typer(sae.app, name="sae")
+    correlate.register(query.app, plot.app)
     app.add_typer(query.app, name="query")
     export.register(app)
     app.add_typer(plot.app, name="plot")
