@@ -172,9 +172,18 @@ def test_languages_without_phrases_have_no_rows(toy_wh):
 # -- against the reference on the toy and on random warehouses ---------------------------
 
 
-@pytest.mark.parametrize("mode", ["origin", "english-topk"])
-@pytest.mark.parametrize("stat", ["max", "mean"])
-@pytest.mark.parametrize("k", [1, 2, 16])
+@pytest.mark.parametrize(
+    ("mode", "stat", "k"),
+    [
+        ("origin", "max", 16),
+        ("origin", "mean", 16),
+        ("english-topk", "max", 1),
+        ("english-topk", "max", 2),
+        ("english-topk", "mean", 2),
+        ("english-topk", "max", 16),
+        ("english-topk", "mean", 16),
+    ],
+)
 def test_scores_and_gaps_match_reference_on_toy(toy_wh, mode, stat, k):
     wh, toy = toy_wh
     want = ref_scores(toy, 1, mode, stat, k)
