@@ -16,7 +16,8 @@
 --              A = mean of act(p_{g,l}, L, f) over the pairs (g, f in F_g) of groups holding
 --              both English and l. A group without l contributes nothing to l.
 --            NULL: each run's default, 'origin' when any of its phrases carries an origin,
---              else 'english-topk' (xling's Python layer resolves it the same way).
+--              else 'english-topk' (xling's Python layer resolves it the same way). Any
+--              other value selects nothing.
 --     stat   'max' (act_max, default) or 'mean' (act_mean); top-k ranks by the same stat.
 --     select_run  english-topk only: take F_g from this run's English phrases instead of
 --              the scored run's (a fine-tuned run scored on its base run's features).
@@ -58,21 +59,19 @@ run_layers AS NOT MATERIALIZED (
     WHERE (at_layer IS NULL OR layer = at_layer)
       AND (at_run IS NULL OR run_id = at_run)
 ),
+run_origins AS NOT MATERIALIZED (
+    SELECT t.run_id, bool_or(p.origin_layer IS NOT NULL AND p.origin_feature IS NOT NULL)
+                         AS has_origin
+    FROM phrase_tokens t JOIN phrases p USING (phrase_id)
+    GROUP BY t.run_id
+),
 run_modes AS NOT MATERIALIZED (
     -- written so that a constant `mode` folds to true/false and prunes the other branch
-    SELECT d.run_id, 'origin' AS run_mode FROM (
-        SELECT t.run_id, count(p.origin_layer) > 0 AS has_origin
-        FROM phrase_tokens t JOIN phrases p USING (phrase_id)
-        GROUP BY t.run_id
-    ) d
-    WHERE mode IS NOT DISTINCT FROM 'origin' OR (mode IS NULL AND d.has_origin)
+    SELECT run_id, 'origin' AS run_mode FROM run_origins
+    WHERE mode IS NOT DISTINCT FROM 'origin' OR (mode IS NULL AND has_origin)
     UNION ALL
-    SELECT d.run_id, 'english-topk' FROM (
-        SELECT t.run_id, count(p.origin_layer) > 0 AS has_origin
-        FROM phrase_tokens t JOIN phrases p USING (phrase_id)
-        GROUP BY t.run_id
-    ) d
-    WHERE mode IS NOT DISTINCT FROM 'english-topk' OR (mode IS NULL AND NOT d.has_origin)
+    SELECT run_id, 'english-topk' FROM run_origins
+    WHERE mode IS NOT DISTINCT FROM 'english-topk' OR (mode IS NULL AND NOT has_origin)
 ),
 -- the features scored per (run, layer, group) -----------------------------------------------
 group_origins AS (
