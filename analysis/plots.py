@@ -192,7 +192,8 @@ def plot_similarity(wh: Warehouse, out: str | os.PathLike, run: int | None = Non
     ax.set_ylabel("cosine similarity to English")
     ax.legend(fontsize=8, ncol=2, loc="best")
     ax.set_title(
-        f"Residual similarity to English — {_run_label(wh, int(df['run_id'].iloc[0]))}", fontsize=11
+        f"Residual similarity to English — {_run_label(wh, int(df['run_id'].iloc[0]))}",
+        fontsize=11,
     )
     return _save(fig, out)
 

@@ -73,7 +73,8 @@ def test_english_topk_scores_by_hand(toy_wh):
     _close(
         _by(df, "layer", "lang"),
         {
-            # F_g1 = {5, 2}, F_g2 = {7, 1}, F_g5 = {3}; g3's English fires nothing at L0, g4 has none
+            # F_g1 = {5, 2}, F_g2 = {7, 1}, F_g5 = {3}; g3's English fires nothing at L0;
+            # g4 has no English
             (0, "en"): (7 + 8 + 5) / 5,
             (0, "zh"): (3 + 3) / 4,
             (0, "hi"): (2 + 0 + 1) / 5,

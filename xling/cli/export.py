@@ -30,7 +30,7 @@ def export(
             "--format",
             "-f",
             case_sensitive=False,
-            help="File format [default: from --out's extension].",
+            help="File format (default: from --out's extension).",
         ),
     ] = None,
     run: RunOpt = None,
@@ -38,12 +38,14 @@ def export(
         bool, typer.Option("--all-runs", help="Every run's rows (views with a run_id column).")
     ] = False,
     caption: Annotated[
-        str | None, typer.Option("--caption", help="LaTeX caption [default: name, run, model].")
+        str | None, typer.Option("--caption", help="LaTeX caption (default: name, run, model).")
     ] = None,
     db: DbOpt = None,
 ) -> None:
-    """Write a table or view (one run's rows, the latest finished by default) as Parquet, CSV,
-    JSON, Markdown or a LaTeX booktabs table."""
+    """Write a table or view as Parquet, CSV, JSON, Markdown or a LaTeX booktabs table.
+
+    Views and tables with a run_id column give one run's rows: --run, or the latest finished.
+    """
     from xling.analysis.export import export as export_view
 
     with open_warehouse(db) as wh:

@@ -28,8 +28,7 @@ def gap(
     k: KOpt = 16,
     db: DbOpt = None,
 ) -> None:
-    """Activation by layer of the high- and low-resource groups with the gap, and each
-    language's gap against English."""
+    """Activation and gap by layer: resource groups, and each language against English."""
     from xling.analysis.plots import plot_gap
 
     with open_warehouse(db) as wh:
@@ -72,7 +71,7 @@ def compare(
     out: OutOpt,
     layer: Annotated[
         int | None,
-        typer.Option("--layer", "-l", min=0, help="Layer [default: the last one both runs hold]."),
+        typer.Option("--layer", "-l", min=0, help="Layer (default: the last one both runs hold)."),
     ] = None,
     mode: ModeOpt = None,
     stat: StatOpt = Stat.max,

@@ -29,14 +29,14 @@ class Kind(enum.StrEnum):
 
 LayerOpt = Annotated[
     int | None,
-    typer.Option("--layer", "-l", min=0, help="Only this layer [default: every layer of the run]."),
+    typer.Option("--layer", "-l", min=0, help="Only this layer (default: every layer of the run)."),
 ]
 ModeOpt = Annotated[
     Mode | None,
     typer.Option(
         "--mode",
         help="Feature selection for A(L, l): origin (the phrases' origin features) or "
-        "english-topk [default: origin when the run's phrases carry origins].",
+        "english-topk (default: origin when the run's phrases carry origins).",
     ),
 ]
 StatOpt = Annotated[
@@ -78,8 +78,10 @@ def gap(
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Activation gap between high- and low-resource languages per layer:
-    gap_pct = 100·(H − W)/H, H and W the mean A(L, l) of each group."""
+    """Activation gap between high- and low-resource languages per layer.
+
+    gap_pct = 100·(H − W)/H, H and W the mean A(L, l) of each group's languages.
+    """
     with open_warehouse(db) as wh:
         df = wh.gap(run, layer, _mode(mode), stat.value, k)
         title = _title(
@@ -98,8 +100,10 @@ def languages(
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Each language's activation gap against English: mean and sample std across the run's
-    layers (the paper's Appendix D), or at --layer."""
+    """Each language's activation gap against English (the paper's Appendix D).
+
+    Mean and sample standard deviation of gap_vs_en_pct across the run's layers, or at --layer.
+    """
     with open_warehouse(db) as wh:
         df = wh.language_summary(run, layer, _mode(mode), stat.value, k)
         title = _title(
@@ -123,8 +127,10 @@ def similarity(
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Cosine similarity of mean-pooled residuals of translations, per layer (needs a run
-    made with --residuals)."""
+    """Residual similarity of translations per layer (a run made with --residuals).
+
+    Mean cosine of mean-pooled residuals against English, or of every language pair.
+    """
     with open_warehouse(db) as wh:
         df = wh.similarity_matrix(run, layer, wide=True) if matrix else wh.similarity(run, layer)
         title = _title(
@@ -147,8 +153,11 @@ def lape(
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Language-specific SAE features or MLP neurons by LAPE (Tang et al. 2024): low entropy
-    of the activation probability across languages, above the 95th percentile."""
+    """Language-specific SAE features or MLP neurons by LAPE (Tang et al. 2024).
+
+    Units whose activation probability is above the 95th percentile and has the lowest
+    entropy across languages; each belongs to the languages where it is above that bar.
+    """
     with open_warehouse(db) as wh:
         df = wh.lape(kind.value, lang, top_rate, run=run, layer=layer)
         title = _title(wh, f"LAPE {kind.value}, top rate {top_rate:g}", run, layer=layer)
@@ -166,8 +175,11 @@ def compare(
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """A tuned run against its base over the same phrases: activation improvement per language,
-    English retention and the cosine of English SAE vectors before/after."""
+    """A tuned run against its base run over the same phrases.
+
+    Activation improvement per language, English retention and the cosine of English SAE
+    vectors before and after.
+    """
     with open_warehouse(db) as wh:
         df = wh.compare(base, tuned, layer, _mode(mode), stat.value, k)
         title = (
@@ -194,8 +206,11 @@ def features(
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """The SAE features most specific to a language (share of its firing probability), or
-    with --under the ones most under-activated against English (en_mean − lang_mean)."""
+    """The SAE features most specific to a language, or most under-activated against English.
+
+    Specific: the language's share of the feature's firing probability. --under: the largest
+    en_mean − lang_mean.
+    """
     with open_warehouse(db) as wh:
         df = wh.features(lang, layer, run, under=under, limit=limit, stat=stat.value)
         what = "under-activated" if under else "language-specific"
