@@ -83,6 +83,13 @@ def connect(
         raise XlingError(f"{p} is a directory; pass a warehouse file path with --db")
     if not p.exists() and (read_only or not create):
         raise XlingError(f"no warehouse at {p}; create one with `xling init --db {p}`")
+    if not _is_duckdb_file(p):
+        # DuckDB 2 opens a CSV, Parquet or JSON file as an in-memory database of views:
+        # writes would "succeed" and vanish, so a data file passed as --db is refused.
+        raise XlingError(
+            f"{p} is not a DuckDB warehouse file; pass the warehouse with --db and data "
+            "files as arguments"
+        )
     try:
         con = duckdb.connect(str(p), read_only=read_only)
     except duckdb.IOException as err:
@@ -101,6 +108,21 @@ def connect(
         con.close()
         raise
     return con
+
+
+_DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
+
+
+def _is_duckdb_file(p: Path) -> bool:
+    """True for a DuckDB file, and for a path DuckDB may create (absent or empty)."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(12)
+    except FileNotFoundError:
+        return True
+    except OSError as err:
+        raise XlingError(f"cannot open warehouse {p}: {err.strerror}") from None
+    return not head or head[8:12] == _DUCKDB_MAGIC
 
 
 def applied_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:

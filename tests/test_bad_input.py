@@ -1,0 +1,764 @@
+"""Bad input for every command that reads files or user values: one `Error:` line on stderr,
+a non-zero exit, no traceback, and every table of the warehouse unchanged, row for row.
+
+Each case runs the CLI in-process against a copy of one populated warehouse (CLDR corpus,
+three ingest runs of the tiny model, benchmark scores), snapshotted before and after.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from xling.warehouse import Warehouse
+
+# -- the warehouse every case starts from ---------------------------------------------------
+
+# Bookkeeping that a writable open may refresh (the installed views' hash) is not data.
+_NOT_DATA = {"_xling_meta"}
+
+
+def snapshot(db: Path) -> dict[str, tuple[int, int]]:
+    """{table: (rows, order-free checksum of every row)} over all base tables, plus each
+    sequence's last value.
+
+    Opened read-only with DuckDB itself, so taking a snapshot cannot change what it measures."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE NOT temporary ORDER BY 1"
+            ).fetchall()
+            if r[0] not in _NOT_DATA
+        ]
+        out = {}
+        for t in tables:
+            n, h = con.execute(f'SELECT count(*), sum(hash(t)::HUGEINT) FROM "{t}" t').fetchone()
+            out[t] = (int(n), int(h or 0))
+        for name, value in con.execute(
+            "SELECT sequence_name, last_value FROM duckdb_sequences()"
+        ).fetchall():
+            out[f"sequence {name}"] = (int(value or 0), 0)
+    return out
+
+
+def _ingest(wh, lm, sae_parent, progress=None, **kw) -> int:
+    from xling.ingest.runner import IngestConfig, run_ingest
+
+    config = IngestConfig(model=lm.source, sae_dir=str(sae_parent), **kw)
+    return run_ingest(wh, config, progress, model=lm)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after_first_chunk(p) -> None:
+    if p.chunks >= 1:
+        raise _Stop
+
+
+# A group of the CLDR corpus (every language present) and one holding English only.
+CLDR_GROUP = "lang:aa"
+EN_ONLY_GROUP = "extra:en-only"
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory, tiny_model_dir, tiny_sae_dirs) -> Path:
+    """A closed warehouse file: 12 CLDR groups in ten languages plus one English-only group;
+    run 1 (zh and hi only: no English), run 2 (all languages, residuals and neurons, the
+    latest finished run), run 3 (failed after its first chunk); arc scores for model 1."""
+    from tinymodel import cldr_phrases, insert_phrases
+
+    from xling.analysis.benchmarks import import_files
+    from xling.ingest.models import load_model
+
+    db = tmp_path_factory.mktemp("template") / "w.duckdb"
+    sae_parent = tiny_sae_dirs[0].parent
+    lm = load_model(str(tiny_model_dir))
+    with Warehouse(db) as wh:
+        insert_phrases(wh, cldr_phrases(12))
+        _ingest(wh, lm, sae_parent, langs=["zh", "hi"])
+        _ingest(wh, lm, sae_parent, residuals=True, neurons=True)
+        with pytest.raises(_Stop):
+            _ingest(wh, lm, sae_parent, _stop_after_first_chunk, batch_size=4, chunk_rows=1)
+        assert wh.scalar("SELECT status FROM runs WHERE run_id = 3") == "failed"
+        wh.con.execute(
+            "INSERT INTO phrases VALUES (1000, ?, 'en', 'the red house', 'test', NULL, NULL)",
+            [EN_ONLY_GROUP],
+        )
+        scores = db.parent / "scores.csv"
+        scores.write_text(
+            "model,task,lang,metric,value\n"
+            + "".join(f"1,arc,{lang},acc,0.{i + 3}\n" for i, lang in enumerate(("en", "zh", "hi")))
+        )
+        import_files(wh, [scores])
+    return db
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _command_built_once():
+    """The `cli` fixture rebuilds typer's command tree on every call (~0.15 s, most of a
+    refused command's time); this module's ~200 invocations share one build."""
+    import typer.testing
+    from typer.main import get_command
+
+    from xling.cli import app
+
+    command = get_command(app)
+    build = typer.testing._get_command
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(typer.testing, "_get_command", lambda a: command if a is app else build(a))
+        yield
+
+
+@pytest.fixture(scope="session")
+def template_snapshot(template_db) -> dict[str, tuple[int, int]]:
+    return snapshot(template_db)
+
+
+@pytest.fixture
+def work(template_db, tmp_path) -> Path:
+    """A fresh copy of the template warehouse."""
+    db = tmp_path / "w.duckdb"
+    shutil.copy(template_db, db)
+    return db
+
+
+def assert_unchanged(db: Path, template_db: Path, template_snapshot: dict) -> None:
+    """`db`, a copy of the template, holds the template's rows: its bytes are the template's,
+    or (a writable open may rewrite the file) every table's rows are."""
+    if db.read_bytes() == template_db.read_bytes() and not db.with_suffix(".duckdb.wal").exists():
+        return
+    assert snapshot(db) == template_snapshot
+
+
+def test_template_holds_what_the_cases_assume(work):
+    with Warehouse(work, read_only=True) as wh:
+        runs = wh.sql("SELECT run_id, status FROM runs ORDER BY run_id")
+        assert runs.status.tolist() == ["finished", "finished", "failed"]
+        assert wh.scalar("SELECT count(*) FROM residuals WHERE run_id = 2") == 120 * 4
+        assert wh.scalar("SELECT count(*) FROM phrases WHERE group_id = ?", [CLDR_GROUP]) == 10
+        assert wh.scalar("SELECT count(*) FROM benchmarks") == 3
+
+
+# -- input files --------------------------------------------------------------------------
+
+
+def _csv(*rows: str, header: str = "group_id,lang,text") -> bytes:
+    return ("\n".join([header, *rows]) + "\n").encode()
+
+
+def _jsonl(*records) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+def _np(**change) -> dict:
+    """One Neuronpedia activation record, with fields changed or (value ...) removed."""
+    rec = {
+        "modelId": "gemma-2-2b",
+        "layer": "20-gemmascope-res-16k",
+        "index": 7,
+        "tokens": ["<bos>", "▁the", "▁red", "▁house"],
+        "values": [0.0, 0.5, 3.0, 0.1],
+        "maxValue": 3.0,
+        "maxValueTokenIndex": 2,
+    }
+    rec.update(change)
+    return {k: v for k, v in rec.items() if v is not ...}
+
+
+def _np_line(text: str) -> bytes:
+    """A record line with raw JSON tokens (NaN, Infinity) that json.dumps would not write."""
+    return (text + "\n").encode()
+
+
+def _parquet(table: pa.Table) -> Callable[[Path, dict], None]:
+    def write(path: Path, _env: dict) -> None:
+        pq.write_table(table, path)
+
+    return write
+
+
+def _gzip_truncated(path: Path, _env: dict) -> None:
+    path.write_bytes(gzip.compress(_csv(*[f"g{i},en,text {i}" for i in range(2000)]))[:300])
+
+
+def _gzip_corrupt(path: Path, _env: dict) -> None:
+    # A valid gzip header followed by a damaged deflate stream (zlib, not gzip, complains).
+    good = gzip.compress(_csv(*[f"g{i},en,text {i}" for i in range(2000)]))
+    path.write_bytes(good[:40] + bytes(b ^ 0x5A for b in good[40:200]) + good[200:])
+
+
+def _huge_cell(path: Path, _env: dict) -> None:
+    path.write_bytes(_csv("g1,en," + "a" * 10_000_000))
+
+
+def _huge_jsonl(path: Path, _env: dict) -> None:
+    path.write_bytes(_jsonl({"group_id": "g1", "lang": "en", "text": "ab " * 3_400_000}))
+
+
+def _narrow_saes(path: Path, _env: dict) -> None:
+    from tinymodel import build_tiny_saes
+
+    build_tiny_saes(path, layers=[0], d_in=32)
+
+
+SQL_INJECTION = "en'; DROP TABLE phrases; --"
+ODD_LANGS = ["EN", "e n", SQL_INJECTION, "zz", ""]
+
+
+@dataclass
+class Case:
+    """One command with bad input. `args` may use {db} {tmp} {model} {saes}; `files` are
+    written under {tmp} first (bytes, or a function of the path and the placeholders)."""
+
+    id: str
+    args: list[str]
+    files: dict[str, bytes | Callable[[Path, dict], None]] = field(default_factory=dict)
+    match: str | None = None  # regex the error line must contain
+    xfail: str | None = None  # a known bug in code this area does not own
+
+
+def _load(name: str, content, *extra: str, match: str | None = None) -> Case:
+    return Case(
+        f"corpus-load-{name}", ["corpus", "load", f"{{tmp}}/{name}", *extra], {name: content}, match
+    )
+
+
+def _neuronpedia(name: str, content, *extra: str, match: str | None = None) -> Case:
+    return Case(
+        f"neuronpedia-{name}",
+        ["corpus", "neuronpedia", f"{{tmp}}/{name}", *extra],
+        {name: content},
+        match,
+    )
+
+
+def _bench(name: str, content, *extra: str, match: str | None = None) -> Case:
+    return Case(
+        f"bench-import-{name}",
+        ["bench", "import", f"{{tmp}}/{name}", *extra],
+        {name: content},
+        match,
+    )
+
+
+def _ingest_case(name: str, *extra: str, match: str | None = None, xfail=None) -> Case:
+    return Case(
+        f"ingest-{name}",
+        ["ingest", "--model", "{model}", "--sae-dir", "{saes}", *extra],
+        match=match,
+        xfail=xfail,
+    )
+
+
+CASES: list[Case] = [
+    # corpus load: emptiness
+    _load("empty.csv", b"", match="empty file"),
+    _load("header-only.csv", _csv(), match="no phrases"),
+    _load("blank-text.csv", _csv("g1,en,   "), match="empty text"),
+    _load("empty-text.csv", _csv('g1,en,""'), match="empty text"),
+    _load("no-group.csv", _csv(",en,hello"), match="empty group_id"),
+    _load("whitespace-only.csv", b"   \n\n  \n", match="empty|missing column"),
+    # corpus load: language codes
+    *[
+        _load(f"lang-{i}.csv", _csv(f'g1,"{code}",hello'), match="unknown language code")
+        for i, code in enumerate(ODD_LANGS)
+    ],
+    _load("wide-zz.csv", _csv("g1,hello,bonjour", header="group_id,en,zz"), match="'zz'"),
+    _load(
+        "lang-injection.jsonl",
+        _jsonl({"group_id": "g1", "lang": SQL_INJECTION, "text": "x"}),
+        match="unknown language code",
+    ),
+    # corpus load: duplicates
+    _load("dup-pair.csv", _csv("g1,en,a", "g1,en,b"), match="duplicate phrase"),
+    _load(
+        "dup-id.csv",
+        _csv("g1,en,a,7", "g2,en,b,7", header="group_id,lang,text,phrase_id"),
+        match="duplicate phrase_id",
+    ),
+    _load(
+        "taken-id.csv",
+        _csv("g1,en,a,1", header="group_id,lang,text,phrase_id"),
+        match="already in the warehouse",
+    ),
+    _load("taken-pair.csv", _csv(f"{CLDR_GROUP},en,Afar again"), match="already has a phrase"),
+    # corpus load: encodings
+    _load("latin1.csv", _csv("g1,en,café").decode().encode("latin-1"), match="UTF-8"),
+    _load("mixed.csv", _csv("g1,en,café") + "g2,en,naïve\n".encode("latin-1"), match="UTF-8"),
+    _load("utf16.csv", _csv("g1,en,hello").decode().encode("utf-16"), match="UTF-8"),
+    _load(
+        "bad-utf8.jsonl", b'{"group_id": "g1", "lang": "en", "text": "\xff\xfe"}\n', match="UTF-8"
+    ),
+    # corpus load: huge lines
+    _load("huge-cell.csv", _huge_cell, match="characters"),
+    _load("huge-line.jsonl", _huge_jsonl, match="characters"),
+    # corpus load: wrong types and shapes
+    _load(
+        "text-object.jsonl",
+        _jsonl({"group_id": "g1", "lang": "en", "text": {"a": 1}}),
+        match="text",
+    ),
+    _load(
+        "text-list.jsonl",
+        _jsonl({"group_id": "g1", "lang": "en", "text": ["a", "b"]}),
+        match="text",
+    ),
+    _load(
+        "id-word.csv",
+        _csv("g1,en,a,seven", header="group_id,lang,text,phrase_id"),
+        match="not an integer",
+    ),
+    _load(
+        "id-fraction.csv",
+        _csv("g1,en,a,1.5", header="group_id,lang,text,phrase_id"),
+        match="not an integer",
+    ),
+    _load(
+        "id-overflow.csv",
+        _csv("g1,en,a,99999999999999999999999", header="group_id,lang,text,phrase_id"),
+        match="phrase_id",
+    ),
+    _load(
+        "feature-overflow.jsonl",
+        _jsonl(
+            {
+                "group_id": "g1",
+                "lang": "en",
+                "text": "x",
+                "origin_layer": 1,
+                "origin_feature": 99_999_999_999,
+            }
+        ),
+        match="origin_feature",
+    ),
+    _load(
+        "layer-word.csv",
+        _csv("g1,en,a,x,3", header="group_id,lang,text,origin_layer,origin_feature"),
+        match="not an integer",
+    ),
+    _load(
+        "half-origin.csv",
+        _csv("g1,en,a,3", header="group_id,lang,text,origin_layer"),
+        match="come together",
+    ),
+    _load(
+        "text-list.parquet",
+        _parquet(pa.table({"group_id": ["g1"], "lang": ["en"], "text": [["a", "b"]]})),
+        match="text",
+    ),
+    _load(
+        "text-binary.parquet",
+        _parquet(pa.table({"group_id": ["g1"], "lang": ["en"], "text": pa.array([b"\xff"])})),
+        match="text",
+    ),
+    _load("random.parquet", b"PAR1 not really", match="Parquet"),
+    # corpus load: malformed files
+    _load("open-quote.csv", _csv('g1,en,"hello'), match="malformed CSV"),
+    _load("extra-field.csv", _csv("g1,en,a,b"), match="malformed CSV"),
+    _load("bad-json.jsonl", b'{"group_id": "g1",\n', match="invalid JSON"),
+    _load("array.jsonl", b"[1, 2, 3]\n", match="JSON object"),
+    _load("nan-text.jsonl", b'{"group_id": "g1", "lang": "en", "text": NaN}\n', match="empty text"),
+    _load("truncated.csv.gz", _gzip_truncated, match="cannot read|malformed"),
+    _load("corrupt.csv.gz", _gzip_corrupt, match="cannot read|malformed|corrupt"),
+    _load("columns.csv", _csv("a,b", header="x,y"), match="no language columns"),
+    # corpus load: paths and options
+    Case(
+        "corpus-load-missing-file", ["corpus", "load", "{tmp}/nothere.csv"], match="does not exist"
+    ),
+    Case("corpus-load-directory", ["corpus", "load", "{tmp}"], match="is a directory"),
+    Case("corpus-load-under-a-file", ["corpus", "load", "/etc/hostname/x.csv"]),
+    Case("corpus-load-suffix", ["corpus", "load", "{tmp}/a.txt"], {"a.txt": b"x"}, "unsupported"),
+    Case("corpus-load-no-glob-match", ["corpus", "load", "{tmp}/*.csv"], match="no file matches"),
+    _load("ok.csv", _csv("g1,en,a"), "--group-col", 'x"; DROP TABLE phrases; --', match="missing"),
+    _load("ok2.csv", _csv("g1,hello", header="gid,en"), "--text-pattern", "{{lang", match="{lang}"),
+    # corpus neuronpedia
+    _neuronpedia("missing.jsonl", _jsonl(_np(tokens=...)), match="missing field"),
+    _neuronpedia("tokens.jsonl", _jsonl(_np(tokens="the red house")), match="tokens"),
+    _neuronpedia("token-int.jsonl", _jsonl(_np(tokens=["a", 1])), match="tokens"),
+    _neuronpedia("index-end.jsonl", _jsonl(_np(maxValueTokenIndex=4)), match="outside"),
+    _neuronpedia("index-negative.jsonl", _jsonl(_np(maxValueTokenIndex=-1)), match="outside"),
+    _neuronpedia("index-bool.jsonl", _jsonl(_np(maxValueTokenIndex=True)), match="token index"),
+    _neuronpedia("index-float.jsonl", _jsonl(_np(maxValueTokenIndex=2.0)), match="token index"),
+    _neuronpedia("max-word.jsonl", _jsonl(_np(maxValue="high")), match="maxValue"),
+    _neuronpedia(
+        "max-nan.jsonl",
+        _np_line(json.dumps(_np(maxValue=0.0)).replace("0.0", "NaN")),
+        match="maxValue",
+    ),
+    _neuronpedia(
+        "max-inf.jsonl",
+        _np_line(json.dumps(_np(maxValue=0.0)).replace("0.0", "Infinity")),
+        match="maxValue",
+    ),
+    _neuronpedia("feature-negative.jsonl", _jsonl(_np(index="-1")), match="index"),
+    _neuronpedia("feature-overflow.jsonl", _jsonl(_np(index=99_999_999_999)), match="index"),
+    _neuronpedia("layer-word.jsonl", _jsonl(_np(layer="res-16k")), match="layer"),
+    _neuronpedia("layer-negative.jsonl", _jsonl(_np(layer=-3)), match="layer"),
+    _neuronpedia("model-object.jsonl", _jsonl(_np(modelId={"a": 1})), match="modelId"),
+    _neuronpedia("empty.jsonl", b"", match="no activation records"),
+    _neuronpedia("not-json.jsonl", b"modelId,layer\n", match="invalid JSON"),
+    _neuronpedia("list.jsonl", b"[]\n", match="JSON object"),
+    _neuronpedia("latin1.jsonl", b'{"modelId": "caf\xe9"}\n', match="UTF-8"),
+    _neuronpedia("corrupt.jsonl.gz", _gzip_corrupt, match="cannot read|corrupt"),
+    _neuronpedia("ok-threshold.jsonl", _jsonl(_np()), "--threshold", "1.5", match="threshold"),
+    _neuronpedia("ok-window.jsonl", _jsonl(_np()), "--window", "-1", match="window"),
+    _neuronpedia("wrong.csv", _csv("g1,en,a"), match="unsupported"),
+    Case("neuronpedia-directory", ["corpus", "neuronpedia", "{tmp}"], match="directory"),
+    # corpus cldr
+    *[
+        Case(
+            f"cldr-lang-{i}", ["corpus", "cldr", "--langs", code], match=re.escape(repr(code)[1:-1])
+        )
+        for i, code in enumerate(["EN", "e n", SQL_INJECTION, "zz"])
+    ],
+    Case("cldr-kind", ["corpus", "cldr", "--kinds", "bogus"], match="bogus"),
+    Case("cldr-limit", ["corpus", "cldr", "--limit", "0"], match="limit"),
+    # corpus translate (the English-only group lacks every other language)
+    *[
+        Case(f"translate-to-{i}", ["corpus", "translate", "--to", code], match="unknown language")
+        for i, code in enumerate(["EN", "e n", SQL_INJECTION, "zz"])
+    ],
+    Case("translate-to-source", ["corpus", "translate", "--to", "en"], match="source language"),
+    Case(
+        "translate-no-model",
+        ["corpus", "translate", "--to", "zh", "--model-template", "{tmp}/nothere-{{lang}}"],
+        match="no model directory",
+    ),
+    Case(
+        "translate-model-under-a-file",
+        ["corpus", "translate", "--to", "zh", "--model-template", "/etc/hostname/{{lang}}"],
+        match="model",
+    ),
+    Case(
+        "translate-template",
+        ["corpus", "translate", "--to", "zh", "--model-template", "opus"],
+        match="{lang}",
+    ),
+    Case("translate-batch", ["corpus", "translate", "--batch-size", "0"], match="batch-size"),
+    Case("translate-limit", ["corpus", "translate", "--limit", "0"], match="limit"),
+    Case(
+        "translate-tokens", ["corpus", "translate", "--max-new-tokens", "0"], match="max_new_tokens"
+    ),
+    # corpus languages
+    Case(
+        "languages-add-injection",
+        ["corpus", "languages", "add", "xx'); DROP TABLE phrases; --", "X", "--group", "low"],
+        match="not a language code",
+    ),
+    Case("languages-add-group", ["corpus", "languages", "add", "de", "German", "--group", "mid"]),
+    Case("languages-add-existing", ["corpus", "languages", "add", "en", "E", "--group", "low"]),
+    Case("languages-add-no-name", ["corpus", "languages", "add", "de", " ", "--group", "low"]),
+    # ingest
+    _ingest_case("layer-out-of-range", "--layers", "9", match="out of range"),
+    _ingest_case("layer-words", "--layers", "a-b", match="bad layer list"),
+    _ingest_case("layer-negative", "--layers", "-1", match="bad layer list"),
+    _ingest_case("layer-reversed", "--layers", "3-1", match="bad layer list"),
+    *[
+        _ingest_case(f"langs-{i}", "--langs", code, match="unknown language code")
+        for i, code in enumerate(["EN", "e n", SQL_INJECTION, "zz"])
+    ],
+    _ingest_case("shard", "--shard", "3/3", match="shard"),
+    _ingest_case("features", "--features", "topk:0", match="features"),
+    _ingest_case("dtype", "--dtype", "float8", match="dtype"),
+    _ingest_case("device", "--device", "cuda:7", match="CUDA|device"),
+    _ingest_case("limit", "--limit", "0", match="limit"),
+    _ingest_case("chunk-rows", "--chunk-rows", "0", match="chunk-rows"),
+    _ingest_case("max-tokens", "--max-tokens", "0", match="max-tokens"),
+    _ingest_case(
+        "batch-size",
+        "--batch-size",
+        "0",
+        match="batch-size",
+        xfail="xling/cli/ingest.py passes `batch_size or 32`, so --batch-size 0 runs with 32",
+    ),
+    Case(
+        "ingest-sae-width",
+        ["ingest", "--model", "{model}", "--sae-dir", "{tmp}/narrow"],
+        {"narrow": _narrow_saes},
+        match="d_in 32",
+    ),
+    Case(
+        "ingest-sae-layer",
+        ["ingest", "--model", "{model}", "--sae-dir", "{tmp}/swap_{{layer}}", "--layers", "0"],
+        {"swap_0": lambda p, env: shutil.copytree(env["saes"] / "layer_1", p)},
+        match="hook",
+    ),
+    Case(
+        "ingest-sae-missing",
+        ["ingest", "--model", "{model}", "--sae-dir", "{tmp}/nothere"],
+        match="no SAE directory",
+    ),
+    Case(
+        "ingest-sae-is-a-file",
+        ["ingest", "--model", "{model}", "--sae-dir", "{tmp}/file"],
+        {"file": b"not an SAE"},
+    ),
+    Case(
+        "ingest-model-missing",
+        ["ingest", "--model", "{tmp}/nothere", "--sae-dir", "{saes}"],
+        match="nothere",
+    ),
+    Case(
+        "ingest-model-empty-dir",
+        ["ingest", "--model", "{tmp}/empty", "--sae-dir", "{saes}"],
+        {"empty": lambda p, _env: p.mkdir()},
+        match="empty",
+    ),
+    Case("ingest-model-is-a-file", ["ingest", "--model", "/etc/hostname", "--sae-dir", "{saes}"]),
+    Case("ingest-resume-unknown", ["ingest", "--resume", "99"], match="no run 99"),
+    Case("ingest-resume-finished", ["ingest", "--resume", "2"], match="already finished"),
+    Case("ingest-no-model", ["ingest"], match="--model"),
+    # sql
+    Case("sql-syntax", ["sql", "SELEC 1"], match="does not parse"),
+    Case("sql-empty", ["sql", "  "], match="no SQL"),
+    Case("sql-unknown-table", ["sql", "SELECT * FROM nothere"], match="nothere"),
+    Case("sql-drop", ["sql", "DROP TABLE phrases"], match="--write"),
+    Case(
+        "sql-write-rolls-back",
+        ["sql", "--write", "DELETE FROM phrases; SELECT * FROM nothere"],
+        match="nothere",
+    ),
+    Case(
+        "sql-write-constraint",
+        [
+            "sql",
+            "--write",
+            "DELETE FROM languages; INSERT INTO phrases VALUES (1, 'g', 'en', 'x', "
+            "NULL, NULL, NULL)",
+        ],
+        match="SQL error",
+    ),
+    # runs
+    Case("runs-show-unknown", ["runs", "show", "99"], match="no run 99"),
+    Case("runs-delete-unknown", ["runs", "delete", "99", "--yes"], match="no run 99"),
+    # query
+    Case("query-gap-run", ["query", "gap", "--run", "99"], match="no run 99"),
+    Case("query-gap-layer", ["query", "gap", "--layer", "99"], match="layer 99"),
+    Case("query-languages-layer", ["query", "languages", "--layer", "99"], match="layer 99"),
+    Case("query-similarity-layer", ["query", "similarity", "--layer", "99"], match="layer 99"),
+    Case("query-similarity-no-residuals", ["query", "similarity", "--run", "1"], match="residuals"),
+    Case(
+        "query-lape-no-neurons",
+        ["query", "lape", "--kind", "neurons", "--run", "1"],
+        match="neuron",
+    ),
+    Case("query-lape-top-rate", ["query", "lape", "--top-rate", "2"], match="top-rate"),
+    *[
+        Case(f"query-lape-lang-{i}", ["query", "lape", "--lang", code], match="no phrases in")
+        for i, code in enumerate(ODD_LANGS[:4])
+    ],
+    *[
+        Case(
+            f"query-features-lang-{i}",
+            ["query", "features", "--lang", code, "--layer", "0"],
+            match="no phrases in",
+        )
+        for i, code in enumerate(ODD_LANGS)
+    ],
+    Case(
+        "query-features-layer",
+        ["query", "features", "--lang", "hi", "--layer", "99"],
+        match="layer 99",
+    ),
+    Case("query-compare-same", ["query", "compare", "--base", "2", "--tuned", "2"], match="both"),
+    Case(
+        "query-compare-unknown",
+        ["query", "compare", "--base", "2", "--tuned", "99"],
+        match="no run 99",
+    ),
+    Case(
+        "query-languages-no-english",
+        ["query", "languages", "--run", "1"],
+        match="English",
+    ),
+    Case(
+        "query-gap-no-english",
+        ["query", "gap", "--run", "1", "--mode", "english-topk"],
+        match="English",
+    ),
+    # bench import
+    _bench("nan.csv", _csv("1,arc,en,acc,nan", header="model,task,lang,metric,value"), match="nan"),
+    _bench("inf.csv", _csv("1,arc,en,acc,inf", header="model,task,lang,metric,value"), match="inf"),
+    _bench(
+        "word.csv",
+        _csv("1,arc,en,acc,high", header="model,task,lang,metric,value"),
+        match="not a finite number|not a number",
+    ),
+    _bench(
+        "n.csv",
+        _csv("1,arc,en,acc,0.5,,1.5", header="model,task,lang,metric,value,stderr,n"),
+        match="not an integer",
+    ),
+    _bench("columns.csv", _csv("g1,en,a"), match="column"),
+    _bench("no-model.csv", _csv("arc,en,acc,0.5", header="task,lang,metric,value"), match="model"),
+    _bench(
+        "unknown-model.csv",
+        _csv("nobody,arc,en,acc,0.5", header="model,task,lang,metric,value"),
+        match="no model",
+    ),
+    _bench(
+        "injection-model.csv",
+        _csv(f'"{SQL_INJECTION}",arc,en,acc,0.5', header="model,task,lang,metric,value"),
+        match="no model",
+    ),
+    _bench(
+        "empty-cell.csv",
+        _csv("1,,en,acc,0.5", header="model,task,lang,metric,value"),
+        match="empty",
+    ),
+    _bench("empty.csv", b"", match="column"),
+    _bench(
+        "latin1.csv",
+        _csv("1,arc,en,acc,0.5,café", header="model,task,lang,metric,value,x")
+        .decode()
+        .encode("latin-1"),
+        match="CSV|column",
+    ),
+    _bench(
+        "huge.csv",
+        lambda p, _env: p.write_bytes(
+            _csv("1,arc,en,acc," + "9" * 10_000_000, header="model,task,lang,metric,value")
+        ),
+        match="value|field",
+    ),
+    _bench(
+        "nan.json",
+        b'{"results": {"arc_hi": {"acc,none": NaN}}, "config": {"model_args": "pretrained=x"}}',
+        "--model",
+        "1",
+        match="nan",
+    ),
+    _bench("bad.json", b'{"results": ', match="JSON"),
+    _bench("list.json", b"[1, 2]", match="results"),
+    _bench("no-results.json", b'{"samples": []}', match="results"),
+    _bench("latin1.json", b'{"results": {"caf\xe9": 1}}', match="JSON"),
+    _bench(
+        "ok.csv",
+        _csv("1,arc,en,acc,0.5", header="model,task,lang,metric,value"),
+        "--model",
+        SQL_INJECTION,
+        match="no model",
+    ),
+    Case("bench-import-missing", ["bench", "import", "{tmp}/nothere.csv"], match="nothere"),
+    Case("bench-import-directory", ["bench", "import", "{tmp}"]),
+]
+
+
+@pytest.fixture
+def bad_env(tmp_path, work, tiny_model_dir, tiny_sae_dirs):
+    files = tmp_path / "in"
+    files.mkdir()
+    return {"db": work, "tmp": files, "model": tiny_model_dir, "saes": tiny_sae_dirs[0].parent}
+
+
+def _params():
+    for case in CASES:
+        marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []
+        yield pytest.param(case, id=case.id, marks=marks)
+
+
+def assert_one_error_line(res, match: str | None = None) -> str:
+    """Exit 1 from a user error: no traceback, stderr exactly one `Error: ...` line."""
+    assert isinstance(res.exception, SystemExit), f"uncaught {res.exception!r}\n{res.stderr}"
+    assert res.exit_code == 1, (res.exit_code, res.stdout, res.stderr)
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+    if match:
+        assert re.search(match, lines[0]), lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", _params())
+def test_bad_input_is_one_line_and_changes_nothing(
+    case: Case, bad_env, cli, template_db, template_snapshot
+):
+    env = bad_env
+    for name, content in case.files.items():
+        path = env["tmp"] / name
+        if callable(content):
+            content(path, env)
+        else:
+            path.write_bytes(content)
+    args = [a.format(**env) for a in case.args]
+    res = cli(*args, "--db", env["db"])
+    assert_one_error_line(res, case.match)
+    assert_unchanged(env["db"], template_db, template_snapshot)
+
+
+# -- the warehouse file itself as bad input --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["sql", "SELECT 1"], ["corpus", "stats"], ["corpus", "cldr", "--limit", "1"], ["init"]],
+    ids=["sql", "stats", "cldr", "init"],
+)
+def test_a_file_that_is_not_a_warehouse_is_refused_and_left_alone(args, cli, tmp_path):
+    not_db = tmp_path / "phrases.csv"
+    not_db.write_bytes(_csv("g1,en,hello"))
+    res = cli(*args, "--db", not_db)
+    assert_one_error_line(res, "not a DuckDB warehouse")
+    assert not_db.read_bytes() == _csv("g1,en,hello")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["phrases.csv"]
+
+
+@pytest.mark.parametrize(
+    "db",
+    ["{tmp}", "/etc/hostname/w.duckdb", "{tmp}/no/such/dir/w.duckdb"],
+    ids=["directory", "under-a-file", "missing-parent"],
+)
+@pytest.mark.parametrize("args", [["sql", "SELECT 1"], ["init"]], ids=["read", "write"])
+def test_bad_warehouse_paths(db, args, cli, tmp_path):
+    res = cli(*args, "--db", db.format(tmp=tmp_path))
+    assert_one_error_line(res)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["query", "gap", "--run", "abc"],
+        ["runs", "show", "abc"],
+        ["query", "lape", "--k", "x"],
+        ["query", "gap", "--layer", "-1"],
+        ["corpus", "load", "{tmp}/a.csv", "--layout", "diagonal"],
+    ],
+    ids=["run-not-int", "show-not-int", "unknown-option", "layer-negative", "layout"],
+)
+def test_usage_errors_exit_2_and_change_nothing(
+    args, cli, work, tmp_path, template_db, template_snapshot
+):
+    res = cli(*[a.format(tmp=tmp_path) for a in args], "--db", work)
+    assert isinstance(res.exception, SystemExit) and res.exit_code == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert_unchanged(work, template_db, template_snapshot)
+
+
+def test_every_case_command_exists():
+    """The matrix covers each command that reads files or user values; a renamed command
+    would otherwise turn its cases into usage errors that still 'fail cleanly'."""
+    from typer.main import get_command
+
+    from xling.cli import app
+
+    root = get_command(app)
+    for case in CASES:
+        cmd = root
+        for word in case.args:
+            if word.startswith("-") or not hasattr(cmd, "commands"):
+                break
+            assert word in cmd.commands, (case.id, word)
+            cmd = cmd.commands[word]
