@@ -26,6 +26,7 @@ from xling.analysis.benchmarks import Score, scores_table, store_scores
 from xling.warehouse.errors import XlingError
 
 if TYPE_CHECKING:
+    from xling.ingest.models import LoadedModel
     from xling.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -89,9 +90,13 @@ def phrase_nll(
         input_ids, mask = input_ids.to(device), mask.to(device)
         with torch.inference_mode():
             logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+        # (positions, vocab) rows: log-softmax over contiguous memory, ~2x faster than over
+        # the vocab axis of a transposed [B, V, T] view.
         losses = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none"
-        )
+            logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+            input_ids[:, 1:].reshape(-1),
+            reduction="none",
+        ).view(len(batch), width - 1)
         losses = (losses * mask[:, 1:]).double().sum(dim=1).cpu().numpy()
         nll[batch] = losses
     return nll, n_tokens
@@ -151,20 +156,29 @@ def corpus_bpb(
     return out
 
 
-def bench_bpb(wh: Warehouse, cfg: BpbConfig) -> pd.DataFrame:
+def bench_bpb(wh: Warehouse, cfg: BpbConfig, *, model: LoadedModel | None = None) -> pd.DataFrame:
     """Compute bits per byte per language and store it in `benchmarks` (task and metric
-    `bpb`, n_samples = phrases); returns the per-language table with model_id."""
+    `bpb`, n_samples = phrases); returns the per-language table with model_id.
+
+    `model` reuses an already loaded model as it is (see `prepared_model`).
+    """
     from xling.analysis.lmeval_run import prepared_model
     from xling.ingest.models import register_model
 
     run = cfg.run if cfg.run is None else wh.resolve_run(cfg.run)
     source, adapter = cfg.model, cfg.adapter
-    if source is None:
+    if source is None and model is None:
         run = wh.resolve_run(run)
         info = wh.run(run)
         source, adapter = info["model"], adapter or info["adapter"]
     with prepared_model(
-        wh, source, adapter=adapter, steer=cfg.steer, dtype=cfg.dtype, device=cfg.device
+        wh,
+        source,
+        adapter=adapter,
+        steer=cfg.steer,
+        dtype=cfg.dtype,
+        device=cfg.device,
+        model=model,
     ) as lm:
         table = corpus_bpb(
             wh, lm.model, lm.tokenizer, langs=cfg.langs, run=run, batch_size=cfg.batch_size

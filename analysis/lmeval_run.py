@@ -146,21 +146,28 @@ def evaluate(
 @contextlib.contextmanager
 def prepared_model(
     wh: Warehouse,
-    source: str,
+    source: str | None,
     *,
     adapter: str | None = None,
     steer: str | None = None,
     dtype: str = "float32",
     device: str = "auto",
+    model: LoadedModel | None = None,
 ) -> Iterator[LoadedModel]:
     """The model as ingest loads it, with the fine-tune `adapter` merged in and the stored
-    intervention `steer` hooked in for the duration of the block."""
+    intervention `steer` hooked in for the duration of the block.
+
+    `model` reuses an already loaded model as it is (adapter included, if it has one):
+    `source`, `adapter`, `dtype` and `device` then go unused.
+    """
     from xling.finetune.apply import apply_adapter, apply_steering
     from xling.ingest.models import load_model
 
-    lm = load_model(source, dtype=dtype, device=device)
-    if adapter is not None:
-        lm = apply_adapter(lm, adapter)
+    lm = model
+    if lm is None:
+        lm = load_model(source, dtype=dtype, device=device)
+        if adapter is not None:
+            lm = apply_adapter(lm, adapter)
     with apply_steering(lm.model, wh, steer) if steer else contextlib.nullcontext():
         yield lm
 
@@ -178,13 +185,24 @@ class BenchRunResult:
     """The stored scores: task, lang, metric, value, stderr, n_samples."""
 
 
-def bench_run(wh: Warehouse, cfg: BenchRunConfig) -> BenchRunResult:
-    """Evaluate `cfg.model` with lm-eval and store its per-language scores (one transaction)."""
+def bench_run(
+    wh: Warehouse, cfg: BenchRunConfig, *, model: LoadedModel | None = None
+) -> BenchRunResult:
+    """Evaluate `cfg.model` with lm-eval and store its per-language scores (one transaction).
+
+    `model` reuses an already loaded model (see `prepared_model`).
+    """
     from xling.ingest.models import register_model
 
     task_manager(tuple(cfg.tasks), tuple(cfg.include_path))  # a typo fails before loading
     with prepared_model(
-        wh, cfg.model, adapter=cfg.adapter, steer=cfg.steer, dtype=cfg.dtype, device=cfg.device
+        wh,
+        cfg.model,
+        adapter=cfg.adapter,
+        steer=cfg.steer,
+        dtype=cfg.dtype,
+        device=cfg.device,
+        model=model,
     ) as lm:
         start = time.perf_counter()
         results = evaluate(

@@ -68,8 +68,11 @@ def test_bench_bpb_stores_one_row_per_language(corpus_wh, tiny_model_dir, tiny):
     ]
     assert rows["name"].unique().tolist() == [str(tiny_model_dir.resolve())]
     assert rows["value"].tolist() == pytest.approx(table["bpb"].tolist(), rel=1e-12)
-    # running again replaces
-    bench_bpb(corpus_wh, BpbConfig(model=str(tiny_model_dir), langs=["en"], device="cpu"))
+    # running again, on a model already loaded, replaces
+    from xling.ingest.models import load_model
+
+    again = bench_bpb(corpus_wh, BpbConfig(langs=["en"]), model=load_model(str(tiny_model_dir)))
+    assert again["bpb"].tolist() == pytest.approx(table["bpb"].tolist()[:1], rel=1e-6)
     assert corpus_wh.scalar("SELECT count(*) FROM benchmarks") == 2
 
 
