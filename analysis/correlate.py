@@ -32,9 +32,8 @@ if TYPE_CHECKING:
 AGAINST = ("gap", "score")
 X_COLUMN = {"gap": "gap_vs_en_pct", "score": "act_score"}
 MIN_LANGS = 3
-# Okabe–Ito colours: resource groups high / low / anything else.
-GROUP_COLOURS = {"high": "#0072B2", "low": "#D55E00"}
-OTHER_COLOUR = "#009E73"
+# Shapes tell the resource groups apart without colour (colours: analysis.plots, Okabe–Ito).
+GROUP_MARKERS = {"high": "o", "low": "s"}
 
 
 def pick_metric(wh: Warehouse, model_id: int, task: str, metric: str | None) -> str:
@@ -197,62 +196,50 @@ def plot_correlation(
     k: int = DEFAULT_K,
 ) -> Path:
     """Scatter of `task`'s score against the gap (or A) at `layer`: one labelled point per
-    language coloured by resource group, a least-squares line, r and ρ in the title. The
-    format (PNG, PDF, SVG) comes from `out`'s suffix."""
-    out = Path(out)
-    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise XlingError(f"{out}: the figure format comes from the suffix; use .png, .pdf or .svg")
+    language, coloured and shaped by resource group, a least-squares line, r, ρ and n in the
+    title. The format (PNG, PDF, SVG) comes from `out`'s suffix."""
+    from xling.analysis.plots import GROUP_COLOURS, OTHER_COLOUR, _out, _pyplot, _run_label, _save
+
+    out = _out(out)
     points = _points(
         wh, task, against, metric=metric, layer=layer, run=run, mode=mode, stat=stat, k=k
     )
     x = X_COLUMN[against]
     row = correlation_stats(points, x).iloc[0]
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.0, 4.0), layout="constrained")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.4), constrained_layout=True)
     groups = points["resource_group"].fillna("")
-    present = set(groups)
-    for group in [g for g in GROUP_COLOURS if g in present] + sorted(present - set(GROUP_COLOURS)):
+    for group in sorted(set(groups), key=lambda g: (g not in GROUP_MARKERS, g)):
         sel = points[groups == group]
         ax.scatter(
             sel[x],
             sel["bench_value"],
             color=GROUP_COLOURS.get(group, OTHER_COLOUR),
-            s=36,
+            marker=GROUP_MARKERS.get(group, "^"),
+            s=40,
             zorder=3,
-            label=f"{group}-resource" if group else "no group",
+            label=f"{group}-resource" if group else "no resource group",
         )
     for p in points.itertuples(index=False):
         ax.annotate(
-            p.lang,
-            (getattr(p, x), p.bench_value),
-            xytext=(4, 3),
-            textcoords="offset points",
-            fontsize=9,
+            p.lang, (getattr(p, x), p.bench_value), xytext=(4, 3), textcoords="offset points"
         )
     if points[x].nunique() > 1:
         slope, intercept = np.polyfit(points[x], points["bench_value"], 1)
         xs = np.linspace(points[x].min(), points[x].max(), 2)
-        ax.plot(xs, slope * xs + intercept, color="#999999", linewidth=1, zorder=2)
+        ax.plot(xs, slope * xs + intercept, color=OTHER_COLOUR, linewidth=1, zorder=2)
     metric_name = points.attrs["metric"]
     ax.set_xlabel(
-        f"activation gap vs English at layer {layer} (%)"
+        f"gap vs English at layer {layer}  (%)"
         if against == "gap"
-        else f"activation score A at layer {layer}"
+        else f"activation score A(L, l) at layer {layer}  ({stat})"
     )
     ax.set_ylabel(f"{task} {metric_name}")
+    ax.legend(fontsize=8, loc="best")
     ax.set_title(
-        f"{task} {metric_name} vs {'gap' if against == 'gap' else 'A'}, layer {layer}: "
-        f"r = {row.pearson_r:.2f}, ρ = {row.spearman_rho:.2f} (n = {row.n})",
+        f"{task} {metric_name} vs {'gap' if against == 'gap' else 'A'} at layer {layer}: "
+        f"r = {row.pearson_r:.2f}, ρ = {row.spearman_rho:.2f}, n = {row.n} "
+        f"— {_run_label(wh, points.attrs['run'])}",
         fontsize=10,
     )
-    ax.legend(frameon=False, fontsize=8)
-    ax.grid(alpha=0.3)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=200)
-    plt.close(fig)
-    return out
+    return _save(fig, out)

@@ -170,7 +170,7 @@ def test_cli_query_and_plot(run_wh, correlate_cli, db_path, tmp_path):
     assert result.exit_code == 0, result.stderr
     got = pd.read_csv(io.StringIO(result.stdout))
     assert got["pearson_r"].iloc[0] == pytest.approx(expected["pearson_r"].iloc[0], abs=1e-12)
-    out = tmp_path / "fig" / "corr.png"
+    out = tmp_path / "corr.png"
     result = correlate_cli(
         "plot", "correlate", "--task", "arc", "--layer", "1", "--out", out, "--db", db_path
     )
@@ -188,4 +188,4 @@ def test_cli_query_and_plot(run_wh, correlate_cli, db_path, tmp_path):
         "--db",
         db_path,
     )
-    assert bad.exit_code == 1 and "use .png, .pdf or .svg" in bad.stderr
+    assert bad.exit_code == 1 and "use one of .png, .pdf, .svg" in bad.stderr
