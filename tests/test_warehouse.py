@@ -210,3 +210,21 @@ def test_arrow_and_scalar_leave_the_connection_usable(wh):
     rows = pa.table({"run_id": [1], "phrase_id": [7], "n_tokens": [3]})
     assert append_arrow(wh.con, "phrase_tokens", rows) == 1
     assert wh.scalar("SELECT n_tokens FROM phrase_tokens WHERE phrase_id = 7") == 3
+
+
+def test_views_are_created_after_what_they_read():
+    from xling.warehouse.connection import _dependency_order
+
+    items = [
+        ("a_top", "CREATE MACRO a_top() AS TABLE SELECT * FROM z_base() -- not m_mid"),
+        ("m_mid", "CREATE VIEW m_mid AS SELECT 1"),
+        ("z_base", "CREATE MACRO z_base() AS TABLE SELECT * FROM m_mid"),
+    ]
+    assert [n for n, _ in _dependency_order(items)] == ["m_mid", "z_base", "a_top"]
+    con = duckdb.connect()
+    for _, sql in _dependency_order(items):
+        con.execute(sql)
+    assert con.execute("SELECT * FROM a_top()").fetchall() == [(1,)]
+    cyclic = [("p", "CREATE VIEW p AS SELECT * FROM q"), ("q", "CREATE VIEW q AS SELECT * FROM p")]
+    with pytest.raises(ValueError, match="depend on each other"):
+        _dependency_order(cyclic)

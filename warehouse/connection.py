@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 import duckdb
+
 from xling.warehouse.errors import WarehouseLocked, XlingError
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ def install_views(con: duckdb.DuckDBPyConnection) -> bool:
         return False
     con.execute("BEGIN TRANSACTION")
     try:
-        for _name, text in views():
+        for _name, text in _dependency_order(views()):
             con.execute(text)
         con.execute("INSERT OR REPLACE INTO _xling_meta VALUES ('views_hash', ?)", [want])
         con.execute("COMMIT")
@@ -177,6 +178,32 @@ def install_views(con: duckdb.DuckDBPyConnection) -> bool:
         con.execute("ROLLBACK")
         raise
     return True
+
+
+def _dependency_order(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Views and macros ordered so each comes after the others its SQL names.
+
+    DuckDB binds a macro when it is created, so a macro must follow what it reads.
+    """
+    text = dict(items)
+    code = {n: re.sub(r"--[^\n]*", "", t) for n, t in items}
+    deps = {n: {o for o in text if o != n and re.search(rf"\b{o}\b", code[n])} for n in text}
+    out: list[str] = []
+    done: set[str] = set()
+
+    def visit(n: str, stack: tuple[str, ...] = ()) -> None:
+        if n in done:
+            return
+        if n in stack:
+            raise ValueError("views depend on each other: " + " -> ".join((*stack, n)))
+        for d in sorted(deps[n]):
+            visit(d, (*stack, n))
+        done.add(n)
+        out.append(n)
+
+    for n in sorted(text):
+        visit(n)
+    return [(n, text[n]) for n in out]
 
 
 def _check_current(con: duckdb.DuckDBPyConnection, p: Path) -> None:

@@ -25,11 +25,13 @@ class Format(enum.StrEnum):
 
 DbOpt = Annotated[
     Path | None,
-    typer.Option("--db", envvar="XLING_DB", help="Warehouse file (default: ./xling.duckdb, or $XLING_DB)."),
+    typer.Option(
+        "--db", envvar="XLING_DB", help="Warehouse file (default: ./xling.duckdb, or $XLING_DB)."
+    ),
 ]
 RunOpt = Annotated[
     int | None,
-    typer.Option("--run", help="Run id [default: the latest finished run]."),
+    typer.Option("--run", help="Run id (default: the latest finished run)."),
 ]
 FormatOpt = Annotated[
     Format,
@@ -62,7 +64,8 @@ def render(
     if fmt is not Format.table:
         from xling.analysis.formats import format_frame
 
-        typer.echo(format_frame(df, fmt.value, name=name, digits=digits), nl=False)
+        text = format_frame(df, fmt.value, name=name, digits=digits, caption=title)
+        typer.echo(text, nl=False)
         return
     import math
 
