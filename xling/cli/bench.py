@@ -40,15 +40,15 @@ def import_(
         typer.Option(
             "--model",
             help="Name or id of the model the scores belong to "
-            "[default: the model named in each file].",
+            "(default: the model named in each file).",
         ),
     ] = None,
     db: DbOpt = None,
 ) -> None:
-    """Import lm-evaluation-harness results or a CSV (model, task, lang, metric, value[,
-    stderr, n]) into `benchmarks`, all files in one transaction.
+    """Import lm-evaluation-harness results or score CSVs into `benchmarks`.
 
-    Okapi task names become (task, lang): arc_hi -> arc/hi, m_mmlu_hi -> mmlu/hi,
+    A CSV has columns model, task, lang, metric, value (stderr, n optional). All files are
+    imported in one transaction. Okapi task names become (task, lang): arc_hi -> arc/hi, m_mmlu_hi -> mmlu/hi,
     arc_challenge and hellaswag -> English. Re-importing replaces, never duplicates.
     Tasks in a language the warehouse does not know are skipped with a warning.
     """
@@ -80,7 +80,7 @@ def run(
         typer.Option("--include-path", help="Directory of extra lm-eval task YAML (repeatable)."),
     ] = None,
     num_fewshot: Annotated[
-        int | None, typer.Option("--num-fewshot", help="Few-shot examples [default: the task's].")
+        int | None, typer.Option("--num-fewshot", help="Few-shot examples (default: the task's).")
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Also write lm-eval's results JSON here.")
@@ -91,7 +91,7 @@ def run(
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Run lm-evaluation-harness in-process on MODEL and store its per-language scores.
+    """Run lm-evaluation-harness on a model and store its per-language scores.
 
     xling's own offline task `xling_mc` (12 questions in each of the ten languages) is always
     available; lm-eval's tasks (arc_hi, m_mmlu_es, ...) download their data from the hub.
@@ -126,18 +126,18 @@ def run(
 def bpb(
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Model to load [default: the model of --run]."),
+        typer.Option("--model", help="Model to load (default: the model of --run)."),
     ] = None,
     run_id: Annotated[
         int | None,
         typer.Option(
             "--run",
-            help="Score only this run's phrases [default: the whole corpus; "
-            "the latest run when --model is not given].",
+            help="Score only this run's phrases (default: the whole corpus; "
+            "the latest run when --model is not given).",
         ),
     ] = None,
     langs: Annotated[
-        str | None, typer.Option("--langs", help="Comma-separated languages [default: all].")
+        str | None, typer.Option("--langs", help="Comma-separated languages (default: all).")
     ] = None,
     adapter: AdapterOpt = None,
     steer: SteerOpt = None,
@@ -147,7 +147,7 @@ def bpb(
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Bits per byte of the model on the corpus phrases, per language, stored as task `bpb`.
+    """Bits per byte of a model on the corpus phrases, per language (task `bpb`).
 
     Σ token NLL (nats) / ln 2 / Σ UTF-8 bytes over a language's phrases; each phrase is
     read after BOS, so its first token counts. Lower is better.
@@ -177,7 +177,7 @@ def list_(
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Stored benchmark scores, one row per (model, steering, task, metric, language)."""
+    """Stored benchmark scores: one row per model, steering, task, metric and language."""
     from xling.analysis.benchmarks import benchmark_scores
 
     with open_warehouse(db) as wh:
@@ -187,7 +187,7 @@ def list_(
 
 @app.command("models")
 def models(db: DbOpt = None, fmt: FormatOpt = Format.table) -> None:
-    """The warehouse's models (ids for --model), with their runs and benchmark rows."""
+    """The warehouse's models (ids for --model) with their runs and benchmark rows."""
     from xling.analysis.benchmarks import models_table
 
     with open_warehouse(db) as wh:

@@ -22,7 +22,7 @@ TaskOpt = Annotated[
 ]
 MetricOpt = Annotated[
     str | None,
-    typer.Option("--metric", help="Metric [default: acc, or the task's only metric]."),
+    typer.Option("--metric", help="Metric (default: acc, or the task's only metric)."),
 ]
 AgainstOpt = Annotated[
     Against,
@@ -45,9 +45,10 @@ def correlate(
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Pearson r and Spearman ρ (n, two-sided p) across languages between the activation
-    gap and a benchmark score of the run's model, per layer.
+    """Correlation across languages of the activation gap with a benchmark, per layer.
 
+    Pearson r and Spearman ρ with n and two-sided p-values, between gap_vs_en_pct (or A)
+    and the scores of the run's model.
     A positive r against the gap means languages with weaker activations score higher;
     for accuracy expect a negative r, for bits per byte (lower is better) a positive one.
     """
@@ -80,8 +81,10 @@ def plot_correlate(
     k: KOpt = 16,
     db: DbOpt = None,
 ) -> None:
-    """Scatter of a benchmark score against the activation gap at one layer: one labelled
-    point per language, coloured by resource group, r and ρ in the title."""
+    """Benchmark score against the activation gap at one layer, one point per language.
+
+    Points are labelled and coloured by resource group; r and ρ are in the title.
+    """
     from xling.analysis.correlate import plot_correlation
 
     with open_warehouse(db) as wh:
