@@ -9,6 +9,7 @@ never run. All translations of one call are appended in a single transaction.
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,12 +103,19 @@ def load_translator(name: str, *, allow_pickle: bool = False, device: str = "cpu
         model = AutoModelForSeq2SeqLM.from_pretrained(
             name, use_safetensors=None if allow_pickle else True
         )
-    except OSError as err:
+    except (OSError, ValueError, pickle.UnpicklingError) as err:
+        # ValueError: transformers refusing a repository's own code; UnpicklingError: torch's
+        # weights_only loader refusing a pickle that holds more than tensors.
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "safetensors" in detail and not allow_pickle:
             raise XlingError(
                 f"translation model {name} has no safetensors weights; convert it to "
                 "safetensors, or pass --allow-pickle to load its pickle weights if you trust it"
+            ) from None
+        if "trust_remote_code" in str(err):
+            raise XlingError(
+                f"translation model {name} needs its own Python code to load, which xling "
+                "never runs; use a MarianMT (or other transformers-native) model"
             ) from None
         raise XlingError(f"cannot load translation model {name}: {detail}") from None
     return model.to(device).eval(), tokenizer
