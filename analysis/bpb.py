@@ -45,6 +45,9 @@ class BpbConfig:
     """Score only the phrases this run ingested; None with no model = the latest run."""
     langs: list[str] | None = None
     """Languages to score; None = every language with phrases."""
+    groups: int | None = None
+    """Score only the first N aligned groups (by group_id): the same content in every
+    language, and a bounded cost (a 262k-token vocabulary makes each token expensive)."""
     adapter: str | None = None
     steer: str | None = None
     batch_size: int = 16
@@ -54,6 +57,8 @@ class BpbConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise XlingError(f"--batch-size must be ≥ 1, got {self.batch_size}")
+        if self.groups is not None and self.groups < 1:
+            raise XlingError(f"--groups must be ≥ 1, got {self.groups}")
 
 
 def phrase_nll(
@@ -103,22 +108,32 @@ def phrase_nll(
 
 
 def corpus_phrases(
-    wh: Warehouse, *, langs: Sequence[str] | None = None, run: int | None = None
+    wh: Warehouse,
+    *,
+    langs: Sequence[str] | None = None,
+    run: int | None = None,
+    groups: int | None = None,
 ) -> pd.DataFrame:
-    """(phrase_id, lang, text) of the corpus, or of the phrases `run` ingested."""
+    """(phrase_id, lang, text) of the corpus, or of the phrases `run` ingested; with
+    `groups`, only the first that many aligned groups (by group_id), so that every language
+    is scored on the same content."""
     if langs:
         unknown = sorted(set(langs) - set(wh.sql("SELECT lang FROM languages")["lang"]))
         if unknown:
             raise XlingError(
-                f"unknown language {unknown[0]!r}; `xling corpus languages list` shows the known ones"
+                f"unknown language {unknown[0]!r}; `xling corpus languages list` shows the "
+                "known ones"
             )
     df = wh.sql(
-        "SELECT p.phrase_id, p.lang, p.text FROM phrases p "
-        "WHERE (CAST(? AS INTEGER) IS NULL OR p.phrase_id IN "
-        "(SELECT phrase_id FROM phrase_tokens WHERE run_id = ?)) "
-        "AND (CAST(? AS VARCHAR[]) IS NULL OR list_contains(?, p.lang)) "
-        "ORDER BY p.phrase_id",
-        [run, run, langs or None, langs or None],
+        "WITH sel AS (SELECT p.phrase_id, p.group_id, p.lang, p.text FROM phrases p "
+        "  WHERE (CAST(? AS INTEGER) IS NULL OR p.phrase_id IN "
+        "         (SELECT phrase_id FROM phrase_tokens WHERE run_id = ?)) "
+        "  AND (CAST(? AS VARCHAR[]) IS NULL OR list_contains(?, p.lang))) "
+        "SELECT phrase_id, lang, text FROM sel "
+        "WHERE CAST(? AS BIGINT) IS NULL OR group_id IN "
+        "  (SELECT DISTINCT group_id FROM sel ORDER BY group_id LIMIT coalesce(?, 0)) "
+        "ORDER BY phrase_id",
+        [run, run, langs or None, langs or None, groups, groups],
     )
     if df.empty:
         where = f" of run {run}" if run is not None else ""
@@ -145,10 +160,11 @@ def corpus_bpb(
     *,
     langs: Sequence[str] | None = None,
     run: int | None = None,
+    groups: int | None = None,
     batch_size: int = 16,
 ) -> pd.DataFrame:
     """Bits per byte per language of an already-built model on the warehouse corpus."""
-    phrases = corpus_phrases(wh, langs=langs, run=run)
+    phrases = corpus_phrases(wh, langs=langs, run=run, groups=groups)
     nll, n_tokens = phrase_nll(model, tokenizer, phrases["text"].tolist(), batch_size=batch_size)
     out = bpb_by_language(phrases, nll)
     tokens = pd.Series(n_tokens).groupby(phrases["lang"].to_numpy()).sum()
@@ -181,13 +197,21 @@ def bench_bpb(wh: Warehouse, cfg: BpbConfig, *, model: LoadedModel | None = None
         model=model,
     ) as lm:
         table = corpus_bpb(
-            wh, lm.model, lm.tokenizer, langs=cfg.langs, run=run, batch_size=cfg.batch_size
+            wh,
+            lm.model,
+            lm.tokenizer,
+            langs=cfg.langs,
+            run=run,
+            groups=cfg.groups,
+            batch_size=cfg.batch_size,
         )
     scores = [
         Score(TASK, row.lang, METRIC, float(row.bpb), n_samples=int(row.n_phrases))
         for row in table.itertuples(index=False)
     ]
-    where = f"run {run}" if run is not None else "corpus"
+    where = (f"run {run}" if run is not None else "corpus") + (
+        f", first {cfg.groups} groups" if cfg.groups else ""
+    )
     with wh.transaction() as con:
         model_id = register_model(con, lm)
         store_scores(

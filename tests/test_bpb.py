@@ -76,6 +76,21 @@ def test_bench_bpb_stores_one_row_per_language(corpus_wh, tiny_model_dir, tiny):
     assert corpus_wh.scalar("SELECT count(*) FROM benchmarks") == 2
 
 
+def test_groups_pick_the_same_content_in_every_language(corpus_wh, tiny):
+    from xling.analysis.bpb import corpus_phrases
+
+    first = corpus_wh.sql("SELECT DISTINCT group_id FROM phrases ORDER BY 1 LIMIT 3")["group_id"]
+    phrases = corpus_phrases(corpus_wh, langs=["en", "ml"], groups=3)
+    chosen = corpus_wh.sql(
+        "SELECT lang, group_id FROM phrases WHERE phrase_id IN (SELECT unnest(?))",
+        [phrases["phrase_id"].tolist()],
+    )
+    assert sorted(chosen["lang"]) == ["en"] * 3 + ["ml"] * 3
+    assert set(chosen["group_id"]) == set(first)
+    table = corpus_bpb(corpus_wh, *tiny, langs=["en", "ml"], groups=3)
+    assert table["n_phrases"].tolist() == [3, 3]
+
+
 def test_cli_bpb(corpus_wh, tiny_model_dir, cli, db_path):
     corpus_wh.close()
     result = cli(

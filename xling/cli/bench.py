@@ -139,6 +139,14 @@ def bpb(
     langs: Annotated[
         str | None, typer.Option("--langs", help="Comma-separated languages (default: all).")
     ] = None,
+    groups: Annotated[
+        int | None,
+        typer.Option(
+            "--groups",
+            min=1,
+            help="Only the first N aligned groups: the same content in every language.",
+        ),
+    ] = None,
     adapter: AdapterOpt = None,
     steer: SteerOpt = None,
     batch_size: BatchOpt = 16,
@@ -158,6 +166,7 @@ def bpb(
         model=model,
         run=run_id,
         langs=parse_list(langs),
+        groups=groups,
         adapter=adapter,
         steer=steer,
         batch_size=batch_size,
