@@ -138,3 +138,11 @@ class AnalysisMixin:
         from xling.analysis import queries
 
         return queries.features(self, lang, layer, run, under=under, limit=limit, stat=stat)
+
+    def correlate(
+        self: Warehouse, task: str, layer: int | None = None, **kwargs: object
+    ) -> pd.DataFrame:
+        """Pearson r and Spearman ρ across languages between the gap (or A) and a benchmark."""
+        from xling.analysis.correlate import correlate
+
+        return correlate(self, task, layer=layer, **kwargs)

@@ -148,35 +148,23 @@ def test_correlation_errors(run_wh):
     assert correlate(run_wh, "arc", metric="acc_norm")["n"].tolist() == [9, 9, 9, 9]
 
 
-@pytest.fixture
-def correlate_cli(cli):
-    """The CLI with `query correlate` and `plot correlate` (wired in xling/cli/__init__.py by
-    the lead; registered here until then)."""
-    from xling.cli import plot, query
-    from xling.cli.correlate import register
-
-    if "correlate" not in {c.name for c in query.app.registered_commands}:
-        register(query.app, plot.app)
-    return cli
-
-
-def test_cli_query_and_plot(run_wh, correlate_cli, db_path, tmp_path):
+def test_cli_query_and_plot(run_wh, cli, db_path, tmp_path):
     store(run_wh, "arc", ARC)
     expected = correlate(run_wh, "arc", layer=1)
     run_wh.close()
-    result = correlate_cli(
+    result = cli(
         "query", "correlate", "--task", "arc", "--layer", "1", "--format", "csv", "--db", db_path
     )
     assert result.exit_code == 0, result.stderr
     got = pd.read_csv(io.StringIO(result.stdout))
     assert got["pearson_r"].iloc[0] == pytest.approx(expected["pearson_r"].iloc[0], abs=1e-12)
     out = tmp_path / "corr.png"
-    result = correlate_cli(
+    result = cli(
         "plot", "correlate", "--task", "arc", "--layer", "1", "--out", out, "--db", db_path
     )
     assert result.exit_code == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    bad = correlate_cli(
+    bad = cli(
         "plot",
         "correlate",
         "--task",
@@ -189,3 +177,10 @@ def test_cli_query_and_plot(run_wh, correlate_cli, db_path, tmp_path):
         db_path,
     )
     assert bad.exit_code == 1 and "use one of .png, .pdf, .svg" in bad.stderr
+
+
+def test_warehouse_method_matches_the_function(run_wh):
+    store(run_wh, "arc", ARC)
+    pd.testing.assert_frame_equal(
+        run_wh.correlate("arc", layer=0), correlate(run_wh, "arc", layer=0)
+    )

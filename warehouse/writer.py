@@ -32,6 +32,8 @@ def append_arrow(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> 
         raise ValueError(f"not a bulk table: {table}")
     if rows.num_rows == 0:
         return 0
+    # DuckDB 2 refuses `register` while an earlier result on this connection is unfetched
+    con.complete()
     name = f"_xling_in_{next(_counter)}"
     con.register(name, rows.combine_chunks())
     try:
