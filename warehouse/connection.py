@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DB = "xling.duckdb"
 MIGRATIONS_TABLE = "_xling_migrations"
+PARQUET_PREFIX = "parquet:"  # --db parquet:DIR reads an `xling export-parquet` directory
 
 
 def default_db_path() -> Path:
@@ -80,6 +81,8 @@ def connect(
     migrating. Lock conflicts become `WarehouseLocked` naming the holder.
     """
     p = Path(path) if path is not None else default_db_path()
+    if str(p).startswith(PARQUET_PREFIX):
+        return _open_export(str(p)[len(PARQUET_PREFIX) :], read_only)
     if p.is_dir():
         raise XlingError(f"{p} is a directory; pass a warehouse file path with --db")
     if not p.exists() and (read_only or not create):
@@ -109,6 +112,16 @@ def connect(
         con.close()
         raise
     return con
+
+
+def _open_export(root: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    if not read_only:
+        raise XlingError(
+            f"parquet:{root} is a read-only export; write to the warehouse it came from"
+        )
+    from xling.warehouse.parquet import open_parquet
+
+    return open_parquet(root)
 
 
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
