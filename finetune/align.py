@@ -74,6 +74,25 @@ def pool(feats: torch.Tensor, mask: torch.Tensor, stat: str) -> torch.Tensor:
     return feats.masked_fill(~mask.unsqueeze(-1), 0).amax(1)
 
 
+def encode(sae: torch.nn.Module, x: torch.Tensor, gradient: str = "exact") -> torch.Tensor:
+    """The SAE's feature activations of `x`; with `gradient="straight-through"` their value is
+    unchanged but their gradient is that of the pre-activation x W_enc + b_enc, for every
+    feature — so a feature below its (JumpReLU/ReLU) threshold still learns which way to go."""
+    if gradient == "exact":
+        return sae.encode(x)
+    captured: dict[str, torch.Tensor] = {}
+    # Every sae-lens encoder passes its pre-activation through this hook point.
+    handle = sae.hook_sae_acts_pre.register_forward_hook(
+        lambda _m, _i, out: captured.__setitem__("pre", out)
+    )
+    try:
+        feats = sae.encode(x)
+    finally:
+        handle.remove()
+    pre = captured["pre"]
+    return feats.detach() + (pre - pre.detach())
+
+
 def pooled_sae_acts(
     model: torch.nn.Module,
     sae: torch.nn.Module,
@@ -84,6 +103,7 @@ def pooled_sae_acts(
     stat: str,
     bos_id: int | None,
     include_bos: bool,
+    gradient: str = "exact",
 ) -> torch.Tensor:
     """a_T for a batch: block `layer`'s output → SAE encode → pooled [B, d_sae], with grad."""
     from xling.ingest.hooks import base_model, capture_blocks
@@ -91,7 +111,7 @@ def pooled_sae_acts(
 
     with capture_blocks(model, [layer], detach=False) as out:
         base_model(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    feats = sae.encode(out[layer].to(sae.dtype))
+    feats = encode(sae, out[layer].to(sae.dtype), gradient)
     return pool(feats, pool_mask(input_ids, attention_mask, bos_id, include_bos), stat)
 
 
@@ -164,6 +184,7 @@ def train_alignment(
             stat=cfg.stat,
             bos_id=tokenizer.bos_token_id,
             include_bos=include_bos,
+            gradient=cfg.gradient,
         ).float()
 
     history: list[dict[str, float]] = []

@@ -17,6 +17,7 @@ from xling.warehouse.errors import XlingError
 # The projections of a Gemma/Llama-style decoder block that activation-aligned LoRA adapts.
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 STATS = ("max", "mean")
+GRADIENTS = ("straight-through", "exact")
 NEURON_MODES = ("scale", "replacement", "additive", "diffmean")
 STEER_KINDS = ("neurons", "residual")
 
@@ -94,6 +95,10 @@ class AlignLoraConfig(_Json):
     """Pooled statistic aligned: `max` (act_max, the default stat of every view) or `mean`."""
     max_length: int = 128
     """Tokens kept per phrase (longer phrases are cut)."""
+    gradient: str = "straight-through"
+    """How gradients cross the SAE's activation: `exact` (autograd; a feature below its
+    threshold gets none) or `straight-through` (the loss is unchanged, the gradient is that of
+    the pre-activation, so features can be switched on and back on)."""
     seed: int = 0
     """Seeds LoRA initialisation and the order of pairs."""
     device: str | None = None
@@ -102,6 +107,10 @@ class AlignLoraConfig(_Json):
     def __post_init__(self) -> None:
         if self.target_layer < 0:
             raise XlingError(f"target layer must be ≥ 0, got {self.target_layer}")
+        if self.gradient not in GRADIENTS:
+            raise XlingError(
+                f"gradient must be one of {', '.join(GRADIENTS)}, got {self.gradient!r}"
+            )
         if self.stat not in STATS:
             raise XlingError(f"stat must be one of {', '.join(STATS)}, got {self.stat!r}")
         _non_negative_finite("lambda", self.lam)

@@ -70,8 +70,16 @@ def _hand_pooled(
     return np.stack(out), np.stack(edge)
 
 
-@pytest.mark.parametrize(("layer", "stat"), [(1, "max"), (2, "mean"), (2, "max")])
-def test_pooled_sae_acts_equal_hand_computation(lm, tiny_sae_dirs, layer, stat):
+@pytest.mark.parametrize(
+    ("layer", "stat", "gradient"),
+    [
+        (1, "max", "exact"),
+        (1, "max", "straight-through"),
+        (2, "mean", "exact"),
+        (2, "max", "exact"),
+    ],
+)
+def test_pooled_sae_acts_equal_hand_computation(lm, tiny_sae_dirs, layer, stat, gradient):
     """Batched, right-padded, hooked, SAE-encoded and pooled = each phrase by hand."""
     from xling.finetune.align import pooled_sae_acts
     from xling.finetune.common import encode
@@ -89,6 +97,7 @@ def test_pooled_sae_acts_equal_hand_computation(lm, tiny_sae_dirs, layer, stat):
         stat=stat,
         bos_id=tok.bos_token_id,
         include_bos=False,
+        gradient=gradient,
     ).detach()
     want, edge = _hand_pooled(model, tok, tiny_sae_dirs[layer], layer, texts, stat)
     assert (want > 0).sum() > 20 and edge.sum() <= 2
@@ -135,6 +144,25 @@ def test_alignment_loss_equals_hand_computation(lm, tiny_sae_dirs):
     np.testing.assert_allclose(total.item(), want_align + lam * want_retain, rtol=1e-4)
 
 
+@pytest.mark.parametrize("layer", [1, 2])  # JumpReLU, then ReLU
+def test_straight_through_gradient_reaches_features_that_are_off(tiny_sae_dirs, layer):
+    import torch
+
+    from xling.finetune.align import encode
+
+    sae = _sae(tiny_sae_dirs, layer)
+    x = torch.randn(6, 64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    exact = encode(sae, x, "exact")
+    off = int((exact == 0).all(0).nonzero()[0, 0])  # a feature silent on every row
+    straight = encode(sae, x, "straight-through")
+    assert torch.equal(straight, exact)  # same values
+    (g_exact,) = torch.autograd.grad(exact[:, off].sum(), x)
+    (g_straight,) = torch.autograd.grad(straight[:, off].sum(), x)
+    assert torch.equal(g_exact, torch.zeros_like(x))
+    # d pre / d x = W_enc[:, f] (the b_dec shift does not depend on x).
+    torch.testing.assert_close(g_straight, sae.W_enc[:, off].detach().expand(6, -1))
+
+
 def _train(tiny_model_dir, tiny_sae_dirs, *, lam: float, steps: int = 15, layer: int = 2):
     """Train LoRA on (en, ml) pairs whose a_orig is the untouched model's own English
     activations; returns (history, pooled acts before and after for en and ml)."""
@@ -169,6 +197,7 @@ def _train(tiny_model_dir, tiny_sae_dirs, *, lam: float, steps: int = 15, layer:
     cfg = AlignLoraConfig(
         base_run=1, target_layer=layer, out="unused", lam=lam, steps=steps, lr=1e-2, batch_size=6
     )
+    assert cfg.gradient == "straight-through"  # the default is what is tested
     peft_model = add_lora(model, cfg, n_layers=4)
     history = train_alignment(peft_model, tok, sae, pairs, cfg)
     tuned = peft_model.get_base_model()

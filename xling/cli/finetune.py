@@ -76,6 +76,14 @@ def align(
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 2e-4,
     batch_size: BatchOpt = 8,
     stat: Annotated[str, typer.Option("--stat", help="Pooled statistic: max | mean.")] = "max",
+    gradient: Annotated[
+        str,
+        typer.Option(
+            "--gradient",
+            help="Through the SAE activation: straight-through (features that are off still "
+            "get a gradient) | exact.",
+        ),
+    ] = "straight-through",
     device: DeviceOpt = None,
     seed: SeedOpt = 0,
     db: DbOpt = None,
@@ -100,6 +108,7 @@ def align(
         lr=lr,
         batch_size=batch_size,
         stat=stat,
+        gradient=gradient,
         device=device,
         seed=seed,
     )
