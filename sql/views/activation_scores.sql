@@ -133,14 +133,22 @@ scored_acts AS NOT MATERIALIZED (
     JOIN scored s ON s.phrase_id = a.phrase_id AND (at_run IS NOT NULL OR s.run_id = a.run_id)
     WHERE at_run IS NULL OR a.run_id = at_run
 ),
-origin_hits AS (
-    -- a semi-join on (layer, feature) alone (a few origin features a layer) first drops
-    -- most rows, before the phrase lookup and the keyed join
-    SELECT a.run_id, a.layer, a.lang, a.feature, sum(a.act) AS act_sum
-    FROM scored_acts a JOIN origin_targets t USING (key)
-    WHERE CASE WHEN at_layer IS NULL THEN a.layer * 16777216 ELSE 0 END + a.feature
+origin_acts AS (
+    -- the origin (layer, feature) pairs filter the rows first, before any join: a semi-join
+    -- written below the phrase join is planned above it, on every row
+    SELECT * FROM acts
+    WHERE CASE WHEN at_layer IS NULL THEN layer * 16777216 ELSE 0 END + feature
           IN (SELECT CASE WHEN at_layer IS NULL THEN layer * 16777216 ELSE 0 END + feature
               FROM origin_targets)
+),
+origin_hits AS (
+    SELECT s.run_id, a.layer, s.lang, a.feature, sum(a.act) AS act_sum
+    FROM origin_acts a
+    JOIN scored s ON s.phrase_id = a.phrase_id AND (at_run IS NOT NULL OR s.run_id = a.run_id)
+    JOIN origin_targets t
+      ON t.key = s.kbase + CASE WHEN at_layer IS NULL THEN a.layer * 16777216 ELSE 0 END
+                 + a.feature
+    WHERE at_run IS NULL OR a.run_id = at_run
     GROUP BY ALL
 ),
 topk_hits AS (
