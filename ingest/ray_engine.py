@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ import numpy as np
 from xling.ingest import runner
 from xling.ingest.models import find_model, load_model, register_model
 from xling.ingest.saes import load_saes, register_saes
-from xling.warehouse.errors import XlingError
+from xling.warehouse.errors import XlingError, missing_extra
 from xling.warehouse.parquet import ImportResult, import_parts, part_name, write_part
 
 if TYPE_CHECKING:
@@ -112,15 +111,19 @@ def run_ingest_ray(
     wh: Warehouse,
     config: runner.IngestConfig,
     options: RayOptions,
-    progress: Callable[[int, int], None] | None = None,
+    progress: runner.ProgressFn | None = None,
 ) -> tuple[int, ImportResult]:
     """Run one ingest on Ray; returns the run id and what the import of its parts did.
 
-    `progress(done, total)` is called as parts come back.
+    `progress` gets the local engine's IngestProgress as parts come back (rows uncommitted).
     """
     if config.neurons:
         raise XlingError("--neurons is not available with --engine ray; use the local engine")
-    import ray
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise missing_extra("ray[data]", "ray") from None
 
     run_id, plan, stored = _start_run(wh, config)
     items = [
@@ -149,11 +152,12 @@ def run_ingest_ray(
             num_gpus=options.num_gpus or None,
             num_cpus=options.num_cpus,
         )
-        done = 0
+        state = runner.IngestProgress(run_id=run_id, done=0, total=plan.total, chunks=0, rows=0)
         for row in ds.iter_rows():
-            done += int(row["phrases"])
+            state.done += int(row["phrases"])
+            state.chunks += 1
             if progress is not None:
-                progress(done, plan.total)
+                progress(state)
     except BaseException as err:
         runner._mark_failed(wh, run_id, f"ray engine: {type(err).__name__}: {err}".strip()[:300])
         raise
