@@ -95,6 +95,13 @@ def test_cli_export_then_query(toy_wh, db_path, tmp_path, cli):
         want = queries.gap(wh, run=1)
     got = res.stdout.strip().splitlines()
     assert len(got) == len(want) + 1  # header + one line a layer
+    res = cli("sql", "SELECT count(*) AS n FROM feature_acts", "--db", f"parquet:{out}")
+    assert res.exit_code == 0, res.stderr
+    with Warehouse(db_path, read_only=True) as wh:
+        assert str(wh.scalar("SELECT count(*) FROM feature_acts")) in res.stdout
+    # read-only `xling sql` still reaches no file outside the export
+    res = cli("sql", f"SELECT * FROM read_csv('{db_path}')", "--db", f"parquet:{out}")
+    assert res.exit_code == 1
     res = _scale_cli("export-parquet", out, "--db", db_path)
     assert res.exit_code == 1 and "not an empty directory" in res.stderr
 

@@ -149,6 +149,8 @@ def open_parquet(root: str | os.PathLike) -> duckdb.DuckDBPyConnection:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     con = duckdb.connect(":memory:")
     try:
+        # `xling sql` turns external access off; the export's own files stay readable.
+        con.execute("SET allowed_directories = ?", [[f"{path.resolve()}/"]])
         migrate(con)
         for table, meta in manifest["tables"].items():
             if not meta["rows"]:
