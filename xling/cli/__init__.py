@@ -41,6 +41,7 @@ def _register() -> None:
         query,
         runs,
         sae,
+        scale,
         steer,
     )
     from xling.cli import sql as sql_cmd
@@ -53,6 +54,7 @@ def _register() -> None:
     correlate.register(query.app, plot.app)
     app.add_typer(query.app, name="query")
     export.register(app)
+    scale.register(app)
     app.add_typer(plot.app, name="plot")
     app.add_typer(bench.app, name="bench")
     app.add_typer(finetune.app, name="finetune")
