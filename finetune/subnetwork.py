@@ -128,7 +128,8 @@ def _layers_in(tensors: dict[str, torch.Tensor]) -> list[int]:
 
 
 def write_delta(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy the delta's rows/columns into the model's MLP weights, in place."""
+    """Copy the delta's rows/columns into the model's MLP weights, in place (cast to the
+    weights' dtype: exact when the model is loaded in the dtype it was tuned in)."""
     import torch
 
     with torch.no_grad():
@@ -138,13 +139,14 @@ def write_delta(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> Non
                 weight = getattr(mlp, name).weight
                 index = tensors[f"layer.{layer}.index"].to(weight.device)
                 part = tensors[f"layer.{layer}.{name}"]
-                if part.shape[dim] != index.numel() or part.dtype != weight.dtype:
+                want = list(weight.shape)
+                want[dim] = index.numel()
+                if list(part.shape) != want:
                     raise XlingError(
-                        f"subnetwork delta does not fit layer {layer} {name}: "
-                        f"{tuple(part.shape)} {part.dtype} vs weight {tuple(weight.shape)} "
-                        f"{weight.dtype}; load the model in the dtype it was tuned in"
+                        f"subnetwork delta does not fit layer {layer} {name}: slices "
+                        f"{tuple(part.shape)}, weight {tuple(weight.shape)}"
                     )
-                weight.index_copy_(dim, index, part.to(weight.device))
+                weight.index_copy_(dim, index, part.to(weight.device, weight.dtype))
 
 
 def save_delta(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:

@@ -122,6 +122,9 @@ def test_apply_adapter_takes_a_delta_and_refuses_other_models(tuned, tiny_model_
     assert lm.adapter == str(tmp_path.resolve())
     w = "model.layers.2.mlp.down_proj.weight"
     assert torch.equal(lm.model.state_dict()[w], model.state_dict()[w])
+    # A model loaded in another dtype gets the slices cast to it.
+    half = apply_adapter(load_model(str(tiny_model_dir), dtype="bfloat16"), tmp_path)
+    assert torch.equal(half.model.state_dict()[w], model.state_dict()[w].to(torch.bfloat16))
 
     other = load_model(str(build_tiny_model(tmp_path / "three", n_layers=3)))
     with pytest.raises(XlingError, match="was made for"):
