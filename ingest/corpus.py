@@ -325,7 +325,7 @@ def read_corpus_file(
         used = _used_columns(df.columns, fmt, layout, set(languages))
         ignored = [c for c in df.columns if c not in used]
         if ignored:
-            notes.append(f"{path.name}: ignored column(s) {', '.join(ignored)}")
+            notes.append(f"{path.name}: ignored column(s) {_column_list(ignored)}")
     return out
 
 
@@ -338,11 +338,19 @@ def _used_columns(
     return used | set(_language_columns(columns, fmt, languages).values())
 
 
+def _column_list(names: Iterable) -> str:
+    """Column names for a message: plain, or quoted when they hold spaces, commas or line
+    breaks (a message stays one line whatever a header holds)."""
+    return ", ".join(str(n) if re.fullmatch(r"[^\s,'\"]+", str(n)) else repr(str(n)) for n in names)
+
+
 def _require(path: Path, df: pd.DataFrame, needed: Sequence[str], hint: str) -> None:
     missing = [c for c in needed if c not in df.columns]
     if missing:
-        have = ", ".join(map(str, df.columns[:12]))
-        raise XlingError(f"{path}: missing column(s) {', '.join(missing)} (has: {have}); {hint}")
+        raise XlingError(
+            f"{path}: missing column(s) {_column_list(missing)} "
+            f"(has: {_column_list(df.columns[:12])}); {hint}"
+        )
 
 
 def _long_rows(path: Path, raw: _Raw, fmt: CorpusFormat) -> pd.DataFrame:
@@ -373,7 +381,7 @@ def _wide_rows(path: Path, raw: _Raw, fmt: CorpusFormat, languages: set[str]) ->
     lang_cols = _language_columns(df.columns, fmt, languages)
     if not lang_cols:
         raise XlingError(
-            f"{path}: no language columns found (has: {', '.join(map(str, df.columns[:12]))}); "
+            f"{path}: no language columns found (has: {_column_list(df.columns[:12])}); "
             "wide files need a column per language such as en, zh (or pass --text-pattern "
             "'phraseWindow_{lang}'), long files need group_id, lang, text"
         )
@@ -493,7 +501,7 @@ def _integers(
     `20-gemmascope-res-16k` as 20."""
     s = raw.frame[col]
     if pd.api.types.is_integer_dtype(s.dtype):
-        values = s.astype(object).where(s.notna(), None)
+        digits = s.astype(object).where(s.notna(), None)
     else:
         text = s.astype(object).where(s.notna(), None)
         text = text.map(lambda v: None if v is None else str(v))
@@ -504,16 +512,15 @@ def _integers(
             raise XlingError(
                 f"{raw.where(path, i)}: {col} {text.iloc[i]!r} is not an integer; fix the value"
             )
-        values = digits.map(lambda d: None if pd.isna(d) else int(d))
+    # Python ints (a list, not a Series that would turn missing values into NaN floats):
+    # exact however many digits the file holds, then checked against the column's range.
+    values = [None if pd.isna(d) else int(d) for d in digits]
     lo = -(2 ** (bits - 1)) if minimum is None else minimum
     hi = 2 ** (bits - 1) - 1
-    out = values.map(lambda v: v is not None and not lo <= int(v) <= hi).to_numpy(dtype=bool)
-    if out.any():
-        i = int(np.flatnonzero(out)[0])
-        raise XlingError(
-            f"{raw.where(path, i)}: {col} {values.iloc[i]} is out of range ({lo} to {hi})"
-        )
-    return pd.array(values.tolist(), dtype="Int64")
+    for i, v in enumerate(values):
+        if v is not None and not lo <= v <= hi:
+            raise XlingError(f"{raw.where(path, i)}: {col} {v} is out of range ({lo} to {hi})")
+    return pd.array(values, dtype="Int64")
 
 
 def read_corpus(
