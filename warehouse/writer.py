@@ -20,6 +20,7 @@ BULK_TABLES = frozenset(
 )
 
 _counter = itertools.count()
+_ROW_GROUP = 122_880
 
 
 def append_arrow(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
@@ -35,7 +36,11 @@ def append_arrow(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> 
     # DuckDB 2 refuses `register` while an earlier result on this connection is unfetched
     con.complete()
     name = f"_xling_in_{next(_counter)}"
-    con.register(name, rows.combine_chunks())
+    # Many small chunks scan far slower than one table, but combining large chunks only
+    # copies: combine when the mean chunk is under one DuckDB row group.
+    if rows.num_rows < _ROW_GROUP * max(1, rows.column(0).num_chunks):
+        rows = rows.combine_chunks()
+    con.register(name, rows)
     try:
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
     finally:
