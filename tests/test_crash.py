@@ -202,10 +202,15 @@ def _wait_for_chunk(conn, proc, target: int, timeout: float = 120.0) -> bool:
     raise AssertionError("the ingest child made no progress")
 
 
-def kill_and_resume(ctx, db: Path, config: dict, rng: random.Random, kills: int) -> KillLog:
+def kill_and_resume(
+    ctx, db: Path, config: dict, rng: random.Random, kills: int, took: float
+) -> KillLog:
     """Start the ingest, SIGKILL it `kills` times (alternately once a new chunk is committed,
     through the library, and at a random delay, through the CLI), resuming after each, then
-    let the last resume finish. Checks the whole-chunk invariants after every kill."""
+    let the last resume finish. Checks the whole-chunk invariants after every kill.
+
+    Delays are fractions of `took`, an uninterrupted run's time, so that on a fast or a busy
+    machine alike the kills spread over the run without finishing it early."""
     log = KillLog()
     n_layers = len(config["layers"])
     state = check_whole_chunks(db, n_layers)
@@ -231,10 +236,10 @@ def kill_and_resume(ctx, db: Path, config: dict, rng: random.Random, kills: int)
             assert proc.exitcode == 0, proc.exitcode
             break
         if by_chunk:
-            alive = _wait_for_chunk(parent, proc, state["chunks"] + rng.randint(1, 2))
-            time.sleep(rng.uniform(0.0, 0.2))
+            alive = _wait_for_chunk(parent, proc, state["chunks"] + rng.randint(1, 4))
+            time.sleep(rng.uniform(0.0, 0.1 / kills) * took)
         else:
-            proc.join(rng.uniform(0.3, 3.0))
+            proc.join(rng.uniform(0.05, 0.6 / kills) * took)
             alive = proc.is_alive()
         if alive:
             os.kill(proc.pid, signal.SIGKILL)
@@ -295,9 +300,11 @@ def _ingest_kills(ctx, tmp_path, model_dir, sae_dirs, groups, kills, seed) -> Ki
         "chunk_rows": 1,
     }
     reference = _corpus_db(tmp_path / "reference.duckdb", groups)
+    start = time.monotonic()
     _run_child(ctx, _cli_child, ["ingest", "--db", reference, *_ingest_args(config)])
+    took = time.monotonic() - start
     killed = _corpus_db(tmp_path / "killed.duckdb", groups)
-    log = kill_and_resume(ctx, killed, config, random.Random(seed), kills)
+    log = kill_and_resume(ctx, killed, config, random.Random(seed), kills, took)
     final = check_whole_chunks(killed, 4)
     assert final["status"] == "finished" and final["phrases"] == groups * len(LANGS)
     assert check_whole_chunks(reference, 4)["phrases"] == final["phrases"]
@@ -448,68 +455,88 @@ def _xling(*args, **kw) -> subprocess.Popen:
     )
 
 
-def test_second_process_during_ingest_is_told_who_holds_it(tmp_path, tiny_model_dir, tiny_sae_dirs):
+def _holder_args(db: Path, model_dir: Path, sae_dirs: dict) -> list:
+    return [
+        "ingest", "--db", db, "--model", model_dir, "--sae-dir", sae_dirs[0].parent,
+        "--neurons", "--residuals", "--batch-size", "2", "--chunk-rows", "1",
+    ]  # fmt: skip
+
+
+def check_second_processes(db: Path, tmp_path: Path, pid: int, alive, command: str) -> None:
+    """While the ingest `pid` is writing `db`: the Python API and `xling` writers and
+    readers (fresh processes) are refused at once with one line naming the holder; the run
+    then holds whole chunks only once the holder is killed."""
     from xling.warehouse.errors import WarehouseLocked
 
-    db = _corpus_db(tmp_path / "w.duckdb", 40)
-    (tmp_path / "more.csv").write_text("group_id,lang,text\nnew,en,hello\n")
-    holder = _xling(
-        "ingest",
-        "--db",
-        db,
-        "--model",
-        tiny_model_dir,
-        "--sae-dir",
-        tiny_sae_dirs[0].parent,
-        "--neurons",
-        "--residuals",
-        "--batch-size",
-        "2",
-        "--chunk-rows",
-        "1",
+    # The run is under way once its log has taken the run record and a chunk or two.
+    wal, sizes = Path(f"{db}.wal"), set()
+    deadline = time.monotonic() + 120
+    while len(sizes) < 3:
+        assert alive(), "the ingest ended before it was checked"
+        assert time.monotonic() < deadline, "the ingest never started writing"
+        if wal.exists():
+            sizes.add(wal.stat().st_size)
+        time.sleep(0.02)
+
+    for read_only in (False, True):
+        start = time.monotonic()
+        with pytest.raises(WarehouseLocked) as err:
+            Warehouse(db, read_only=read_only)
+        assert time.monotonic() - start < 1.0
+        assert f"PID {pid} (" in str(err.value) and command in str(err.value)
+
+    started = time.monotonic()
+    procs = {
+        name: _xling(*[a.format(tmp=tmp_path) for a in args], "--db", db)
+        for name, args in SECOND.items()
+    }
+    for name, proc in procs.items():
+        out, errors = proc.communicate(timeout=120)
+        lines = errors.splitlines()
+        assert proc.returncode == 1, (name, out, errors)
+        assert len(lines) == 1, (name, errors)
+        assert lines[0].startswith(f"Error: warehouse {db} is locked by PID {pid} ("), lines[0]
+        assert command in lines[0], lines[0]
+    print(
+        f"{len(procs)} concurrent second processes refused in "
+        f"{time.monotonic() - started:.1f} s (process start-up included)"
     )
-    try:
-        # The run is under way once its log has taken the run record and a chunk or two.
-        wal, sizes = Path(f"{db}.wal"), set()
-        deadline = time.monotonic() + 120
-        while len(sizes) < 3:
-            assert holder.poll() is None, holder.communicate()
-            assert time.monotonic() < deadline, "the ingest never started writing"
-            if wal.exists():
-                sizes.add(wal.stat().st_size)
-            time.sleep(0.02)
+    assert alive(), "the ingest ended before every second process was refused"
 
-        for read_only in (False, True):
-            start = time.monotonic()
-            with pytest.raises(WarehouseLocked) as err:
-                Warehouse(db, read_only=read_only)
-            assert time.monotonic() - start < 1.0
-            assert f"PID {holder.pid}" in str(err.value) and "xling ingest" in str(err.value)
 
-        started = time.monotonic()
-        procs = {
-            name: _xling(*[a.format(tmp=tmp_path) for a in args], "--db", db)
-            for name, args in SECOND.items()
-        }
-        for name, proc in procs.items():
-            out, errors = proc.communicate(timeout=120)
-            lines = errors.splitlines()
-            assert proc.returncode == 1, (name, out, errors)
-            assert len(lines) == 1, (name, errors)
-            assert lines[0].startswith(f"Error: warehouse {db} is locked by PID {holder.pid} ("), (
-                name,
-                lines[0],
-            )
-            assert "-m xling ingest" in lines[0], lines[0]
-        print(
-            f"{len(procs)} concurrent second processes refused in "
-            f"{time.monotonic() - started:.1f} s (process start-up included)"
-        )
-        assert holder.poll() is None, "the ingest ended before every second process was refused"
-    finally:
-        holder.kill()
-        holder.wait()
+def _after_holder_killed(db: Path) -> None:
     state = check_whole_chunks(db, 4)
     assert state["status"] == "running" and state["chunks"] >= 1
     with _con(db) as con:
         assert con.execute("SELECT count(*) FROM phrases").fetchone()[0] == 400
+
+
+def test_second_process_during_ingest_is_told_who_holds_it(
+    ctx, tmp_path, tiny_model_dir, tiny_sae_dirs
+):
+    """The holder is an `xling ingest` forked from the forkserver (its /proc command line is
+    the forkserver's); the soak test below runs it as `python -m xling ingest`."""
+    db = _corpus_db(tmp_path / "w.duckdb", 40)
+    (tmp_path / "more.csv").write_text("group_id,lang,text\nnew,en,hello\n")
+    holder = ctx.Process(target=_cli_child, args=(_holder_args(db, tiny_model_dir, tiny_sae_dirs),))
+    holder.start()
+    try:
+        check_second_processes(db, tmp_path, holder.pid, holder.is_alive, "forkserver")
+    finally:
+        holder.kill()
+        holder.join()
+    _after_holder_killed(db)
+
+
+@pytest.mark.soak
+def test_second_process_during_a_cli_ingest(tmp_path, tiny_model_dir, tiny_sae_dirs):
+    db = _corpus_db(tmp_path / "w.duckdb", 40)
+    (tmp_path / "more.csv").write_text("group_id,lang,text\nnew,en,hello\n")
+    holder = _xling(*_holder_args(db, tiny_model_dir, tiny_sae_dirs))
+    try:
+        alive = lambda: holder.poll() is None  # noqa: E731
+        check_second_processes(db, tmp_path, holder.pid, alive, "-m xling ingest")
+    finally:
+        holder.kill()
+        holder.wait()
+    _after_holder_killed(db)
