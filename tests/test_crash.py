@@ -329,6 +329,7 @@ def test_ingest_killed_five_times_resumes_to_the_same_rows(
 @pytest.mark.soak
 def test_ingest_soak(ctx, tmp_path, tiny_model_dir, tiny_sae_dirs):
     log = _ingest_kills(ctx, tmp_path, tiny_model_dir, tiny_sae_dirs, groups=60, kills=25, seed=1)
+    print(log)
     assert len(set(log.phrases_after_kill)) >= 10, log
 
 
@@ -398,11 +399,16 @@ def _big_corpus(path: Path, groups: int) -> Path:
     return path
 
 
-def test_corpus_load_killed_has_all_or_none(ctx, tmp_path):
+@pytest.mark.parametrize(
+    ("groups", "kills"),
+    [(8_000, 4), pytest.param(40_000, 16, marks=pytest.mark.soak)],
+    ids=["bounded", "soak"],
+)
+def test_corpus_load_killed_has_all_or_none(ctx, tmp_path, groups, kills):
     db = _corpus_db(tmp_path / "w.duckdb", 2)
-    corpus = _big_corpus(tmp_path / "big.csv", 8_000)
+    corpus = _big_corpus(tmp_path / "big.csv", groups)
     full, seen = kill_during_load(
-        ctx, db, ["corpus", "load", corpus], "phrases", random.Random(3), kills=4
+        ctx, db, ["corpus", "load", corpus], "phrases", random.Random(3), kills=kills
     )
     print(f"corpus load: {full} rows; rows after each kill {seen}")
     # Loaded afterwards, the file gives the same rows as an uninterrupted load.
