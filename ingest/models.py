@@ -2,6 +2,7 @@
 
     load_model(source, dtype=..., device=...) -> LoadedModel (model, tokenizer, shape facts)
     register_model(con, lm) -> model_id in the `models` table (reused when already there)
+    find_model(con, lm) -> that id, or None
     xling_home() -> the cache root (XLING_HOME, default ~/.cache/xling)
 
 Weights load as safetensors only unless `allow_pickle` (a .bin checkpoint is a pickle and runs
@@ -239,15 +240,21 @@ def _convert_gguf(gguf: Path, out: Path, trust_remote_code: bool) -> None:
     tokenizer.save_pretrained(out)
 
 
-def register_model(con: duckdb.DuckDBPyConnection, lm: LoadedModel) -> int:
-    """The `models` row for `lm` (same name, revision and adapter), inserted if new."""
+def find_model(con: duckdb.DuckDBPyConnection, lm: LoadedModel) -> int | None:
+    """The id of the `models` row for `lm` (same name, revision and adapter), if any."""
     row = con.execute(
         "SELECT model_id FROM models WHERE name = ? AND revision IS NOT DISTINCT FROM ? "
         "AND adapter IS NOT DISTINCT FROM ? ORDER BY model_id LIMIT 1",
         [lm.name, lm.revision, lm.adapter],
     ).fetchone()
-    if row:
-        return int(row[0])
+    return int(row[0]) if row else None
+
+
+def register_model(con: duckdb.DuckDBPyConnection, lm: LoadedModel) -> int:
+    """The `models` row for `lm`, inserted if new."""
+    found = find_model(con, lm)
+    if found is not None:
+        return found
     return int(
         con.execute(
             "INSERT INTO models (name, revision, adapter, n_layers, d_model, d_mlp, arch, source) "

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from xling.ingest.models import DTYPES, LoadedModel, load_model, register_model
+from xling.ingest.models import DTYPES, LoadedModel, find_model, load_model, register_model
 from xling.ingest.saes import LoadedSae, SaeSource, check_saes, load_saes, register_saes
 from xling.warehouse.errors import XlingError
 from xling.warehouse.writer import append_arrow
@@ -181,7 +181,7 @@ def run_ingest(
         allow_pickle=config.allow_pickle,
     )
     _check_layer_range(config.layers, lm)
-    model_id = _existing_model_id(wh, lm)
+    model_id = find_model(wh.con, lm)
     saes = load_saes(
         config.sae_source, config.layers, device=str(lm.device), con=wh.con, model_id=model_id
     )
@@ -251,15 +251,6 @@ def resume_ingest(
 
 
 # -- planning ----------------------------------------------------------------------------
-
-
-def _existing_model_id(wh: Warehouse, lm: LoadedModel) -> int | None:
-    row = wh.con.execute(
-        "SELECT model_id FROM models WHERE name = ? AND revision IS NOT DISTINCT FROM ? "
-        "AND adapter IS NOT DISTINCT FROM ? ORDER BY model_id LIMIT 1",
-        [lm.name, lm.revision, lm.adapter],
-    ).fetchone()
-    return int(row[0]) if row else None
 
 
 def _check_layer_range(layers: list[int] | None, lm: LoadedModel) -> None:

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # Residuals of the first corpus pass kept for replay; beyond it each epoch runs the model again.
 _CACHE_BYTES = 2 * 2**30
+# Fewer optimiser steps than this gave poor SAEs on Gemma 3 270M (48 steps: explained variance
+# near 0 and L0 5x k at inference; 195 steps: 0.7-0.8 and L0 = k).
+_MIN_STEPS = 150
 
 
 @dataclass
@@ -54,8 +57,8 @@ class SaeTrainConfig:
     k: int | None = None  # BatchTopK: mean active features per token [default 32 unless l1]
     l1: float | None = None  # Standard SAE with this L1 coefficient instead of BatchTopK
     tokens: int = 200_000  # training tokens (the corpus is replayed as often as needed)
-    batch_tokens: int = 1024  # tokens per optimiser step
-    lr: float = 4e-4
+    batch_tokens: int = 512  # tokens per optimiser step
+    lr: float = 1e-3
     holdout_every: int = 10  # every n-th group (by group id) is held out for evaluation
     langs: list[str] | None = None
     include_bos: bool = False
@@ -252,32 +255,44 @@ def _residual_batches(
             yield {layer: hidden[layer][mask].float() for layer in config.layers}
 
 
-def _activation_stream(
+def _first_pass(
     lm: LoadedModel, config: SaeTrainConfig, texts: list[str]
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless multi-hook stream over the corpus, keyed by hook name, as sae-lens expects."""
-    import torch
-
-    cache: list[dict[str, torch.Tensor]] | None = []
+) -> tuple[list[dict[str, torch.Tensor]], bool]:
+    """The corpus's activations, keyed by hook name, up to the cache budget; and whether that
+    is the whole corpus."""
+    items: list[dict[str, torch.Tensor]] = []
     size = 0
     for batch in _residual_batches(lm, config, texts):
-        item = {_hook(layer): h for layer, h in batch.items()}
-        size += sum(h.numel() * h.element_size() for h in item.values())
-        if cache is not None:
-            cache = cache if size <= _CACHE_BYTES else None
-        if cache is not None:
-            cache.append(item)
-        yield item
-    if cache is not None and not cache:
+        items.append({_hook(layer): h for layer, h in batch.items()})
+        size += sum(h.numel() * h.element_size() for h in batch.values())
+        if size > _CACHE_BYTES:
+            return items, False
+    if not any(len(h) for item in items for h in item.values()):
         raise XlingError("the training phrases hold no tokens to train on")
+    return items, True
+
+
+def _activation_stream(
+    lm: LoadedModel,
+    config: SaeTrainConfig,
+    texts: list[str],
+    first: list[dict[str, torch.Tensor]],
+    complete: bool,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless multi-hook stream, as sae-lens expects: the cached corpus in a new random order
+    every epoch, or, when it did not fit, the cached part once and then fresh passes."""
+    import torch
+
     gen = torch.Generator().manual_seed(config.seed)
+    if complete:
+        while True:
+            for i in torch.randperm(len(first), generator=gen).tolist():
+                yield first[i]
+    while first:
+        yield first.pop()
     while True:
-        if cache is not None:
-            for i in torch.randperm(len(cache), generator=gen).tolist():
-                yield cache[i]
-        else:
-            for batch in _residual_batches(lm, config, texts):
-                yield {_hook(layer): h for layer, h in batch.items()}
+        for batch in _residual_batches(lm, config, texts):
+            yield {_hook(layer): h for layer, h in batch.items()}
 
 
 def _training_sae(config: SaeTrainConfig, d_in: int, d_sae: int, layer: int, model_name: str):
@@ -310,6 +325,17 @@ def _training_sae(config: SaeTrainConfig, d_in: int, d_sae: int, layer: int, mod
     )
 
 
+def _init_decoder_bias(sae, mean: torch.Tensor, mean_norm: float) -> None:
+    """Start b_dec at the mean activation, in the units sae-lens trains in (inputs rescaled to
+    mean norm sqrt(d_in)). Gemma's residuals sit far from the origin; starting at zero spends
+    the short runs xling makes on learning that offset (Gemma 3 270M layer 4, 195 steps:
+    held-out explained variance 0.72 with this, 0.39 without)."""
+    import torch
+
+    with torch.no_grad():
+        sae.b_dec.copy_((mean * sae.cfg.d_in**0.5 / mean_norm).to(sae.b_dec.dtype))
+
+
 def _fit(
     lm: LoadedModel,
     config: SaeTrainConfig,
@@ -323,6 +349,13 @@ def _fit(
 
     hooks = [_hook(layer) for layer in config.layers]
     steps = max(1, config.tokens // config.batch_tokens)
+    if steps < _MIN_STEPS:
+        log.warning(
+            "only %d optimiser steps (--tokens / --batch-tokens); below ~%d the SAEs stay poor "
+            "and a BatchTopK threshold does not settle: lower --batch-tokens or raise --tokens",
+            steps,
+            _MIN_STEPS,
+        )
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * config.batch_tokens,
         train_batch_size_samples=config.batch_tokens,
@@ -336,10 +369,21 @@ def _fit(
         n_batches_for_norm_estimate=min(50, steps),
         logger=LoggingConfig(log_to_wandb=False),
     )
+    first, complete = _first_pass(lm, config, texts)
+    # Decoder biases start at the mean over the whole first pass: a phrase-ordered prefix
+    # (short phrases first) is not representative.
+    n_tokens = sum(len(b[hooks[0]]) for b in first)
+    means = {
+        layer: sum(b[_hook(layer)].sum(0) for b in first) / n_tokens for layer in config.layers
+    }
+    norms = {
+        layer: sum(float(b[_hook(layer)].norm(dim=-1).sum()) for b in first) / n_tokens
+        for layer in config.layers
+    }
     stream = multi_hook_concat_split_iter(
         buffer_size=max(8 * config.batch_tokens, 16_384),
         batch_size=config.batch_tokens,
-        activations_loader=_activation_stream(lm, config, texts),
+        activations_loader=_activation_stream(lm, config, texts, first, complete),
         hook_names=hooks,
     )
 
@@ -360,6 +404,8 @@ def _fit(
         f"layer_{layer}": _training_sae(config, lm.d_model, d_sae, layer, lm.name)
         for layer in config.layers
     }
+    for layer in config.layers:
+        _init_decoder_bias(saes[f"layer_{layer}"], means[layer], norms[layer])
     trainer = MultiSAETrainer(
         cfg=trainer_cfg,
         saes=saes,

@@ -207,26 +207,20 @@ def ingest(
 
 def demo(
     out: Annotated[
-        Path, typer.Option(help="Directory for the demo warehouse (xling.duckdb).")
+        Path, typer.Option(help="Directory for the demo warehouse (xling.duckdb) and SAEs.")
     ] = Path("demo-out"),
     fresh: Annotated[
         bool,
         typer.Option(
-            "--fresh",
-            help="Start over: new warehouse, retrain the SAEs (the converted model stays cached).",
+            "--fresh", help="Start over: new warehouse and SAEs (the converted model stays cached)."
         ),
     ] = False,
 ) -> None:
-    """The whole pipeline offline on Gemma 3 270M and the CLDR corpus, in a few minutes."""
+    """The whole pipeline offline: Gemma 3 270M, the CLDR corpus, trained SAEs, ingest, tables."""
+    from xling.cli.common import render
     from xling.ingest.demo import run_demo
 
     out_console = console()
-
-    def say(message: str) -> None:
-        out_console.print(message)
-
-    tables = run_demo(out, fresh=fresh, say=say)
-    from xling.cli.common import render
-
+    tables = run_demo(out, fresh=fresh, say=out_console.print, progress=progress_bar)
     for title, df in tables:
-        render(df, title=title)
+        render(df, title=title, digits=3)

@@ -43,8 +43,8 @@ def train(
     tokens: Annotated[
         int, typer.Option(help="Training tokens; the corpus is replayed as often as needed.")
     ] = 200_000,
-    batch_tokens: Annotated[int, typer.Option(help="Tokens per optimiser step.")] = 1024,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 4e-4,
+    batch_tokens: Annotated[int, typer.Option(help="Tokens per optimiser step.")] = 512,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     langs: Annotated[
         str | None, typer.Option(help="Train on these languages only, e.g. en,hi.")
     ] = None,
