@@ -35,6 +35,7 @@ GROUPS_PER_KIND = 50  # CLDR groups per kind (six kinds; months and weekdays hav
 D_SAE = 2048
 K = 32
 TRAIN_TOKENS = 25_000
+BPB_GROUPS = 50  # aligned groups scored for bits per byte (a 262k vocabulary is costly)
 TRAIN_BATCH = 128  # ~200 optimiser steps: enough for the BatchTopK threshold to settle
 
 ProgressFactory = Callable[[str, str], contextlib.AbstractContextManager[Callable[[Any], None]]]
@@ -67,7 +68,7 @@ def run_demo(
     t = time.monotonic()
     lm = load_model(DEMO_MODEL)
     say(
-        f"[1/5] model {DEMO_MODEL}: {lm.n_layers} layers, d_model {lm.d_model}, "
+        f"[1/6] model {DEMO_MODEL}: {lm.n_layers} layers, d_model {lm.d_model}, "
         f"loaded from {lm.source} in {time.monotonic() - t:.1f} s"
     )
     with Warehouse(db) as wh:
@@ -76,7 +77,10 @@ def run_demo(
         run_id = _ingest(wh, lm, say, progress)
         t = time.monotonic()
         tables = demo_tables(wh, run_id)
-        say(f"[5/5] tables from run {run_id} in {time.monotonic() - t:.1f} s")
+        say(f"[5/6] tables from run {run_id} in {time.monotonic() - t:.1f} s")
+        t = time.monotonic()
+        tables += benchmark_tables(wh, lm, run_id)
+        say(f"[6/6] bits per byte and its correlation with the gap in {time.monotonic() - t:.1f} s")
     say(
         f"demo done in {time.monotonic() - begin:.0f} s; warehouse {db} "
         f"(try: xling query gap --db {db})"
@@ -90,11 +94,11 @@ def _corpus(wh: Warehouse, say: Callable[[str], None]) -> None:
     t = time.monotonic()
     n = wh.scalar("SELECT count(*) FROM phrases")
     if n:
-        say(f"[2/5] corpus: reusing {n:,} phrases")
+        say(f"[2/6] corpus: reusing {n:,} phrases")
         return
     result = load_cldr(wh, limit=GROUPS_PER_KIND)
     say(
-        f"[2/5] corpus: {result.phrases:,} CLDR phrases in {result.groups} aligned groups, "
+        f"[2/6] corpus: {result.phrases:,} CLDR phrases in {result.groups} aligned groups, "
         f"{len(result.by_lang)} languages, in {time.monotonic() - t:.1f} s"
     )
 
@@ -115,7 +119,7 @@ def _saes(
         if Path(path, "cfg.json").is_file()
     }
     if set(DEMO_LAYERS) <= have:
-        say(f"[3/5] SAEs: reusing those registered for layers {DEMO_LAYERS}")
+        say(f"[3/6] SAEs: reusing those registered for layers {DEMO_LAYERS}")
         return
     config = SaeTrainConfig(
         model=DEMO_MODEL,
@@ -130,7 +134,7 @@ def _saes(
         trained = train_saes(wh, config, update, model=lm)
     quality = ", ".join(f"L{s.layer} EV {s.explained_variance:.2f} L0 {s.l0:.0f}" for s in trained)
     say(
-        f"[3/5] SAEs: trained {len(trained)} BatchTopK SAEs (d_sae {D_SAE}, k {K}, "
+        f"[3/6] SAEs: trained {len(trained)} BatchTopK SAEs (d_sae {D_SAE}, k {K}, "
         f"{TRAIN_TOKENS:,} tokens) in {time.monotonic() - t:.1f} s; held-out {quality}"
     )
 
@@ -148,7 +152,7 @@ def _ingest(wh: Warehouse, lm, say: Callable[[str], None], progress: ProgressFac
         if _same_run(c, config)
     ]
     if previous and previous[0][1] == "finished":
-        say(f"[4/5] ingest: reusing run {previous[0][0]}")
+        say(f"[4/6] ingest: reusing run {previous[0][0]}")
         return int(previous[0][0])
     with progress("ingest", "phrases") as update:
         if previous:
@@ -158,7 +162,7 @@ def _ingest(wh: Warehouse, lm, say: Callable[[str], None], progress: ProgressFac
     run = wh.run(run_id)
     seconds = time.monotonic() - t
     say(
-        f"[4/5] ingest: run {run_id}, {run['n_phrases']:,} phrases x {len(DEMO_LAYERS)} layers, "
+        f"[4/6] ingest: run {run_id}, {run['n_phrases']:,} phrases x {len(DEMO_LAYERS)} layers, "
         f"{run['n_rows']:,} feature rows + residuals + neuron counts in {seconds:.1f} s "
         f"({run['n_phrases'] / seconds:.1f} phrases/s)"
     )
@@ -188,4 +192,23 @@ def demo_tables(wh: Warehouse, run_id: int) -> list[tuple[str, pd.DataFrame]]:
         ("activation gap, high vs low resource languages (%, english-topk)", gap),
         ("gap against English per language, across layers (%)", langs),
         ("residual similarity to English (mean cosine)", sim),
+    ]
+
+
+def benchmark_tables(wh: Warehouse, lm, run_id: int) -> list[tuple[str, pd.DataFrame]]:
+    """Bits per byte per language (an offline capability measure) and its correlation with
+    the layer-0 gap against English."""
+    from xling.analysis.bpb import BpbConfig, bench_bpb
+    from xling.analysis.correlate import correlate
+
+    bpb = bench_bpb(wh, BpbConfig(run=run_id, groups=BPB_GROUPS), model=lm)
+    return [
+        (
+            f"bits per byte per language ({BPB_GROUPS} aligned groups; lower is better)",
+            bpb[["lang", "bpb", "nll_nats", "n_bytes", "n_tokens"]],
+        ),
+        (
+            "bits per byte vs layer-0 gap against English (English left out)",
+            correlate(wh, "bpb", layer=0, run=run_id),
+        ),
     ]

@@ -21,6 +21,7 @@ redoes exactly the phrases missing from `phrase_tokens`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -36,6 +37,7 @@ import pyarrow as pa
 from xling.ingest.models import DTYPES, LoadedModel, find_model, load_model, register_model
 from xling.ingest.saes import LoadedSae, SaeSource, check_saes, load_saes, register_saes
 from xling.warehouse.errors import XlingError
+from xling.warehouse.layout import order_run_rows
 from xling.warehouse.writer import append_arrow
 
 if TYPE_CHECKING:
@@ -78,8 +80,8 @@ class IngestConfig:
     batch_size: int = 32
     max_tokens: int = 256  # longer phrases are truncated (the count is logged)
     chunk_rows: int = 500_000  # rows per committed chunk (also closed at 256 MiB)
-    adapter: str | None = None  # reserved for PEFT adapters (fine-tuning engineer)
-    steer: str | None = None  # reserved for named interventions (steering engineer)
+    adapter: str | None = None  # fine-tune merged in first: a LoRA dir or a subnetwork delta
+    steer: str | None = None  # stored intervention (`xling steer add`) hooked in throughout
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -105,8 +107,6 @@ class IngestConfig:
             if not self.layers or any(layer < 0 for layer in self.layers):
                 raise XlingError(f"bad layer list {self.layers}; layers are 0-based")
             self.layers = sorted(set(self.layers))
-        if self.adapter is not None or self.steer is not None:
-            raise XlingError("--adapter and --steer are not available in this ingest yet")
         SaeSource(self.sae_release, self.sae_id, self.sae_dir)  # validates the combination
 
     @property
@@ -159,6 +159,7 @@ class _Plan:
     todo: np.ndarray  # phrase ids still to ingest, sorted
     total: int  # phrases in the run (done before + todo)
     langs: list[str]  # language slots for neuron counts
+    steer: Any = None  # the stored intervention (SteeringRecipe), read before any write
 
 
 # -- public entry points -----------------------------------------------------------------
@@ -172,16 +173,10 @@ def run_ingest(
     model: LoadedModel | None = None,
 ) -> int:
     """Run one ingest and return its run id. `model` reuses an already loaded model."""
-    lm = model or load_model(
-        config.model,
-        revision=config.revision,
-        dtype=config.dtype,
-        device=config.device,
-        trust_remote_code=config.trust_remote_code,
-        allow_pickle=config.allow_pickle,
-    )
+    lm = _load(config, model)
     _check_layer_range(config.layers, lm)
-    model_id = find_model(wh.con, lm)
+    # A fine-tune is read with its base model's SAEs: look them up without the adapter.
+    model_id = find_model(wh.con, dataclasses.replace(lm, adapter=None))
     saes = load_saes(
         config.sae_source, config.layers, device=str(lm.device), con=wh.con, model_id=model_id
     )
@@ -221,14 +216,7 @@ def resume_ingest(
     recorded = run["config"]
     overrides = {k: v for k, v in (("device", device), ("batch_size", batch_size)) if v is not None}
     config = dataclasses.replace(IngestConfig.from_dict(recorded), **overrides)
-    lm = model or load_model(
-        config.model,
-        revision=config.revision,
-        dtype=config.dtype,
-        device=config.device,
-        trust_remote_code=config.trust_remote_code,
-        allow_pickle=config.allow_pickle,
-    )
+    lm = _load(config, model)
     if lm.name != recorded["model_name"]:
         raise XlingError(
             f"run {run_id} used model {recorded['model_name']}, not {lm.name}; resume with that model"
@@ -251,6 +239,23 @@ def resume_ingest(
 
 
 # -- planning ----------------------------------------------------------------------------
+
+
+def _load(config: IngestConfig, model: LoadedModel | None) -> LoadedModel:
+    """The model to run: `model` or a fresh load, with the config's adapter merged in."""
+    lm = model or load_model(
+        config.model,
+        revision=config.revision,
+        dtype=config.dtype,
+        device=config.device,
+        trust_remote_code=config.trust_remote_code,
+        allow_pickle=config.allow_pickle,
+    )
+    if config.adapter is not None and lm.adapter is None:
+        from xling.finetune.apply import apply_adapter
+
+        apply_adapter(lm, config.adapter)
+    return lm
 
 
 def _check_layer_range(layers: list[int] | None, lm: LoadedModel) -> None:
@@ -306,8 +311,19 @@ def _plan(
     all_langs = langs or [
         r[0] for r in wh.con.execute("SELECT DISTINCT lang FROM phrases ORDER BY lang").fetchall()
     ]
+    steer = None
+    if config.steer is not None:
+        from xling.finetune.steer import load_recipe
+
+        steer = load_recipe(wh, config.steer)
     return _Plan(
-        lm=lm, saes=saes, layers=layers, todo=todo, total=int(selected.size), langs=all_langs
+        lm=lm,
+        saes=saes,
+        layers=layers,
+        todo=todo,
+        total=int(selected.size),
+        langs=all_langs,
+        steer=steer,
     )
 
 
@@ -388,6 +404,7 @@ def _run_config(
             "neurons": "act_fn(gate_proj(x)) > 0 over pooled tokens" if config.neurons else None,
         },
         "saes": [s.describe() for s in plan.saes.values()],
+        "steering": json.loads(plan.steer.to_json()) if plan.steer is not None else None,
         "n_selected": plan.total,
         "versions": {p: ver(p) for p in ("xling", "torch", "transformers", "sae-lens", "duckdb")},
     }
@@ -418,15 +435,21 @@ def _execute(
         rows=0,
     )
     buffer = _ChunkBuffer(run_id, config, plan)
+    steer = contextlib.nullcontext()
+    if plan.steer is not None:
+        from xling.finetune.steer import steering
+
+        steer = steering(plan.lm.model, plan.steer)
     try:
-        for batch in _batches(wh, config, plan):
-            buffer.add(_process(batch, config, plan))
-            state.done += len(batch.phrase_ids)
-            if buffer.full():
-                state.rows += buffer.commit(wh, state.chunks)
-                state.chunks += 1
-            if progress is not None:
-                progress(state)
+        with steer:
+            for batch in _batches(wh, config, plan):
+                buffer.add(_process(batch, config, plan))
+                state.done += len(batch.phrase_ids)
+                if buffer.full():
+                    state.rows += buffer.commit(wh, state.chunks)
+                    state.chunks += 1
+                if progress is not None:
+                    progress(state)
         if not buffer.empty():
             state.rows += buffer.commit(wh, state.chunks)
             state.chunks += 1
@@ -464,6 +487,8 @@ def _finish(wh: Warehouse, run_id: int, config: IngestConfig) -> None:
             con.execute("DELETE FROM neuron_stats WHERE run_id = ?", [run_id])
             con.execute("INSERT INTO neuron_stats BY NAME SELECT * FROM _xling_neurons")
             con.execute("DROP TABLE _xling_neurons")
+        # Layer-contiguous row groups let a one-layer query skip the other layers' data.
+        order_run_rows(con, run_id)
         con.execute(
             "UPDATE runs SET status = 'finished', finished_at = current_timestamp, note = NULL "
             "WHERE run_id = ?",

@@ -153,6 +153,17 @@ def ingest(
             "--allow-pickle", help="Allow .bin (pickle) checkpoints; only safetensors otherwise."
         ),
     ] = False,
+    adapter: Annotated[
+        str | None,
+        typer.Option(
+            help="Fine-tune to apply first: a LoRA directory (`xling finetune align`) or a "
+            "subnetwork delta (`xling finetune subnetwork`); recorded as the model's adapter."
+        ),
+    ] = None,
+    steer: Annotated[
+        str | None,
+        typer.Option(help="Stored intervention (`xling steer add`) active while ingesting."),
+    ] = None,
     resume: Annotated[
         int | None,
         typer.Option(
@@ -160,6 +171,20 @@ def ingest(
             "--batch-size may change."
         ),
     ] = None,
+    engine: Annotated[
+        str, typer.Option(help="local (this process) or ray (Ray Data actors, see docs/scale.md).")
+    ] = "local",
+    parts: Annotated[
+        Path | None,
+        typer.Option(help="Ray engine: directory for Parquet parts (default: <db>.parts)."),
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray engine: cluster address ('auto' on a cluster node).")
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(help="Ray engine: actors, each holding one copy of the model.")
+    ] = 1,
+    num_gpus: Annotated[float, typer.Option(help="Ray engine: GPUs per actor.")] = 0.0,
     db: DbOpt = None,
 ) -> None:
     """Run a model and its SAEs over the corpus; store pooled activations in the warehouse."""
@@ -195,8 +220,23 @@ def ingest(
                     batch_size=batch_size or 32,
                     max_tokens=max_tokens,
                     chunk_rows=chunk_rows,
+                    adapter=adapter,
+                    steer=steer,
                 )
-                run_id = run_ingest(wh, config, update)
+                if engine == "ray":
+                    from xling.ingest.ray_engine import RayOptions, run_ingest_ray
+
+                    options = RayOptions(
+                        parts=str(parts or wh.path.with_suffix(".parts")),
+                        address=ray_address,
+                        concurrency=concurrency,
+                        num_gpus=num_gpus,
+                    )
+                    run_id, _ = run_ingest_ray(wh, config, options, update)
+                elif engine == "local":
+                    run_id = run_ingest(wh, config, update)
+                else:
+                    raise XlingError(f"unknown --engine {engine!r}; use local or ray")
         run = wh.run(run_id)
     seconds = time.monotonic() - start
     console().print(
