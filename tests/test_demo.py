@@ -18,7 +18,7 @@ def test_demo_tables_and_bits_per_byte(corpus_wh, tiny_model_dir, tiny_sae_dirs)
     run_id = run_ingest(wh, cfg, model=lm)
     titles = [t for t, _ in demo_tables(wh, run_id)]
     assert len(titles) == 3
-    (bpb_title, bpb), (_, corr) = benchmark_tables(wh, lm, run_id)
+    (_, bpb), (_, corr) = benchmark_tables(wh, lm, run_id)
     assert set(bpb["lang"]) == {"en", "zh", "ru", "es", "it", "id", "ca", "mr", "ml", "hi"}
     assert np.isfinite(bpb["bpb"]).all() and (bpb["bpb"] > 0).all()
     stored = wh.sql("SELECT lang, value FROM benchmarks WHERE task = 'bpb' ORDER BY lang")

@@ -6,6 +6,7 @@ import json
 
 import duckdb
 import pytest
+
 from xling.warehouse import Warehouse, XlingError
 from xling.warehouse.connection import migrations
 

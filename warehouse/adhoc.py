@@ -6,6 +6,7 @@ import os
 
 import duckdb
 import pandas as pd
+
 from xling.warehouse.connection import connect
 from xling.warehouse.errors import XlingError
 

@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 import pyarrow as pa
+
 from xling.analysis.api import AnalysisMixin
 from xling.warehouse.connection import connect, default_db_path
 from xling.warehouse.errors import XlingError
