@@ -182,12 +182,10 @@ def demo_tables(wh: Warehouse, run_id: int) -> list[tuple[str, pd.DataFrame]]:
     langs = wh.language_summary(run=run_id)[
         ["lang", "name", "resource_group", "mean_gap_pct", "std_gap_pct"]
     ]
-    sim = (
-        wh.similarity(run=run_id)
-        .pivot(index="layer", columns="lang", values="similarity")
-        .reset_index()
-    )
-    sim.columns.name = None
+    # Languages down, layers across: fits a terminal whatever the number of languages.
+    sim = wh.similarity(run=run_id).pivot(index="lang", columns="layer", values="similarity")
+    sim.columns = [f"L{layer}" for layer in sim.columns]
+    sim = sim.reset_index()
     return [
         ("activation gap, high vs low resource languages (%, english-topk)", gap),
         ("gap against English per language, across layers (%)", langs),
