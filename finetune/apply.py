@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,7 +62,7 @@ def _merge_lora(model: torch.nn.Module, path: Path) -> torch.nn.Module:
 
     try:
         peft_model = PeftModel.from_pretrained(model, str(path))
-    except (ValueError, KeyError, RuntimeError) as err:
+    except (ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise XlingError(f"LoRA {path} does not fit this model: {first}") from None
     log.info("merged LoRA %s", path)

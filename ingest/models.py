@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -185,7 +186,7 @@ def _load_pretrained(
             use_safetensors=None if allow_pickle else True,
             **kwargs,
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, pickle.UnpicklingError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         hint = "" if allow_pickle else " (only safetensors weights load unless --allow-pickle)"
         raise XlingError(f"cannot load model {source}: {first}{hint}") from None

@@ -482,7 +482,6 @@ CASES: list[Case] = [
         "--batch-size",
         "0",
         match="batch-size",
-        xfail="xling/cli/ingest.py passes `batch_size or 32`, so --batch-size 0 runs with 32",
     ),
     Case(
         "ingest-sae-width",

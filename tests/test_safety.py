@@ -275,26 +275,11 @@ def test_pickle_weights_need_allow_pickle(tiny_model_dir, tiny_sae_dirs, tmp_pat
         assert wh.scalar("SELECT json_extract(config, '$.allow_pickle') FROM runs") == "true"
 
 
-UNPICKLING_ERROR = (
-    "{}: a pickle refused by torch's weights_only loader raises _pickle.UnpicklingError, which "
-    "is not caught, so the CLI prints a traceback instead of one line (nothing runs, nothing is "
-    "written); catch pickle.UnpicklingError next to {}"
-)
-
-
 @pytest.mark.parametrize(
     "allow",
     [
         False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=UNPICKLING_ERROR.format(
-                    "ingest/models.py _load_pretrained", "(OSError, ValueError)"
-                ),
-            ),
-        ),
+        True,
     ],
     ids=["default", "allow-pickle"],
 )
@@ -313,12 +298,6 @@ def test_a_malicious_pickle_never_runs(allow, tiny_model_dir, tmp_path):
         assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=UNPICKLING_ERROR.format(
-        "finetune/apply.py _merge_lora", "(ValueError, KeyError, RuntimeError)"
-    ),
-)
 def test_a_malicious_lora_adapter_never_runs(tiny_model_dir, tmp_path):
     """peft adapters saved as pickles (.bin) are read with weights_only too."""
     from xling.finetune.apply import apply_adapter

@@ -15,7 +15,8 @@ class _XlingGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except XlingError as err:
-            typer.echo(f"Error: {err}", err=True)
+            # one line whatever the message embeds (file names, cell values)
+            typer.echo("Error: " + " ".join(str(err).splitlines()), err=True)
             raise typer.Exit(1) from None
 
 

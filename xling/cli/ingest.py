@@ -217,7 +217,7 @@ def ingest(
                     langs=parse_list(langs),
                     limit=limit,
                     shard=shard,
-                    batch_size=batch_size or 32,
+                    batch_size=32 if batch_size is None else batch_size,
                     max_tokens=max_tokens,
                     chunk_rows=chunk_rows,
                     adapter=adapter,
