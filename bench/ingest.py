@@ -93,7 +93,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if args.gemma:
-            model_name, layers, groups = "gemma3-270m", GEMMA_LAYERS, args.groups or 30
+            model_name, layers, groups = "gemma3-270m", GEMMA_LAYERS, args.groups or 100
             lm = load_model(model_name)
             sae_dir = args.sae_dir or str(
                 build_tiny_saes(
@@ -104,7 +104,7 @@ def main() -> None:
             model_name, layers, groups = (
                 str(build_tiny_model(tmp / "model")),
                 [0, 1, 2, 3],
-                args.groups or 200,
+                args.groups or 800,
             )
             lm = load_model(model_name)
             sae_dir = args.sae_dir or str(build_tiny_saes(tmp / "saes")[0].parent)

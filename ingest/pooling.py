@@ -40,14 +40,15 @@ def sparse_feature_rows(
     mask: [B, T] tokens to pool. Returns row tensors (batch index, feature, act_mean, act_max,
     n_active) for the (phrase, feature) pairs that fired on at least one pooled token.
     """
-    m = mask.unsqueeze(-1)
-    acts = feats.masked_fill(~m, 0)
+    import torch
+
+    acts = feats.masked_fill(~mask.unsqueeze(-1), 0)
     n_tokens = mask.sum(1, keepdim=True).clamp(min=1)
     counts = (acts > 0).sum(1)  # [B, F]
     b, f = counts.nonzero(as_tuple=True)
-    act_mean = (acts.sum(1) / n_tokens)[b, f]
-    act_max = acts.amax(1)[b, f]
-    return b, f, act_mean, act_max, counts[b, f]
+    # One gather of the stacked statistics instead of one per statistic.
+    stats = torch.stack([acts.sum(1) / n_tokens, acts.amax(1), counts.to(acts.dtype)], -1)[b, f]
+    return b, f, stats[:, 0], stats[:, 1], stats[:, 2]
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

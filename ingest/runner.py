@@ -587,8 +587,14 @@ def _process(batch: _Batch, config: IngestConfig, plan: _Plan) -> _BatchRows:
             if layer in plan.saes:
                 s = plan.saes[layer]
                 feats = s.sae.encode(h.to(s.sae.dtype))
-                _check_finite(feats, real, batch, layer, "SAE activations")
                 b, f, act_mean, act_max, n_active = sparse_feature_rows(feats, mask)
+                # With a finite residual only an overflowing (half-precision) SAE gives
+                # non-finite activations, and those reach the pooled rows.
+                bad = ~torch.isfinite(act_mean + act_max)
+                if bool(bad.any()):
+                    raise _NonFinite(
+                        int(batch.phrase_ids[int(b[bad][0])]), layer, "SAE activations"
+                    )
                 keep = _feature_filter(config, batch, layer, b, f, act_max, s.d_sae)
                 if keep is not None:
                     b, f, act_mean, act_max, n_active = (
@@ -624,7 +630,8 @@ def _check_finite(
 ) -> None:
     import torch
 
-    bad = (~torch.isfinite(t).all(-1)) & real
+    # A sum over d_model is non-finite exactly when some element is: one cheap reduction.
+    bad = ~torch.isfinite(t.sum(-1)) & real
     if bool(bad.any()):
         row = int(bad.any(1).nonzero()[0, 0])
         raise _NonFinite(int(batch.phrase_ids[row]), layer, where)
