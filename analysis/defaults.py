@@ -1,5 +1,4 @@
-"""Choices and defaults of the metrics, shared by the query functions, `Warehouse` and the CLI
-(import-light: nothing here pulls in the warehouse or pandas)."""
+"""Choices and defaults of the metrics, shared by the query functions and their callers."""
 
 MODES = ("origin", "english-topk")  # feature selection modes of A(L, l)
 STATS = ("max", "mean")  # pooled statistic: act_max or act_mean

@@ -179,8 +179,13 @@ def test_cli_query_and_plot(run_wh, cli, db_path, tmp_path):
     assert bad.exit_code == 1 and "use one of .png, .pdf, .svg" in bad.stderr
 
 
-def test_warehouse_method_matches_the_function(run_wh):
+def test_the_public_api_spelling(run_wh):
+    """`from xling import analysis; analysis.correlate(wh, ...)`, as the README writes it."""
+    from xling import analysis
+
     store(run_wh, "arc", ARC)
-    pd.testing.assert_frame_equal(
-        run_wh.correlate("arc", layer=0), correlate(run_wh, "arc", layer=0)
-    )
+    out = analysis.correlate(run_wh, "arc", layer=0, against="score")
+    g = gaps(run_wh)
+    sel = g[g["layer"] == 0].sort_values("lang")
+    r, _ = stats.pearsonr(sel["score"], [ARC[lang] for lang in sel["lang"]])
+    assert out["n"].tolist() == [10] and out["pearson_r"].iloc[0] == pytest.approx(r, abs=1e-12)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from xling.ingest.demo import benchmark_tables, demo_tables
 from xling.ingest.models import load_model
 from xling.ingest.runner import IngestConfig, run_ingest
+from xling.pipeline.demo import benchmark_tables, demo_tables
 
 
 def test_demo_tables_and_bits_per_byte(corpus_wh, tiny_model_dir, tiny_sae_dirs):

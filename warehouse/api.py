@@ -1,4 +1,9 @@
-"""The `Warehouse` Python API: one DuckDB file, DataFrames and Arrow out."""
+"""The `Warehouse` Python API: one DuckDB file, DataFrames and Arrow out.
+
+The warehouse is the lowest layer: it knows tables, views and the catalog, nothing of how
+they are filled or read. The metrics are functions of `xling.analysis` that take a
+`Warehouse` (`analysis.gap(wh, layer=0)`); see docs/architecture.md.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,11 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from xling.analysis.api import AnalysisMixin
 from xling.warehouse.connection import connect, default_db_path
 from xling.warehouse.errors import XlingError
 
 
-class Warehouse(AnalysisMixin):
+class Warehouse:
     """A cross-lingual activation warehouse.
 
     >>> wh = Warehouse("xling.duckdb")           # creates and migrates if needed

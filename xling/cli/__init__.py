@@ -35,6 +35,7 @@ def _register() -> None:
         bench,
         corpus,
         correlate,
+        demo,
         export,
         finetune,
         ingest,
@@ -51,6 +52,7 @@ def _register() -> None:
     app.command("sql")(sql_cmd.sql)
     app.add_typer(corpus.app, name="corpus")
     ingest.register(app)
+    app.command("demo")(demo.demo)
     app.add_typer(sae.app, name="sae")
     correlate.register(query.app, plot.app)
     app.add_typer(query.app, name="query")

@@ -1,4 +1,4 @@
-"""`xling ingest` and `xling demo`."""
+"""`xling ingest`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from xling.cli.common import DbOpt, console, open_warehouse, parse_layers, parse
 def register(app: typer.Typer) -> None:
     """Attach the top-level commands of this module to the main app."""
     app.command("ingest")(ingest)
-    app.command("demo")(demo)
 
 
 @contextlib.contextmanager
@@ -243,24 +242,3 @@ def ingest(
         f"run {run_id} {run['status']}: {run['n_phrases']:,} phrases, {run['n_rows']:,} feature "
         f"rows in {seconds:.1f} s ({run['n_phrases'] / max(seconds, 1e-9):,.1f} phrases/s)"
     )
-
-
-def demo(
-    out: Annotated[
-        Path, typer.Option(help="Directory for the demo warehouse (xling.duckdb) and SAEs.")
-    ] = Path("demo-out"),
-    fresh: Annotated[
-        bool,
-        typer.Option(
-            "--fresh", help="Start over: new warehouse and SAEs (the converted model stays cached)."
-        ),
-    ] = False,
-) -> None:
-    """The whole pipeline offline: Gemma 3 270M, the CLDR corpus, trained SAEs, ingest, tables."""
-    from xling.cli.common import render
-    from xling.ingest.demo import run_demo
-
-    out_console = console()
-    tables = run_demo(out, fresh=fresh, say=out_console.print, progress=progress_bar)
-    for title, df in tables:
-        render(df, title=title, digits=3)

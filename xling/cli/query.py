@@ -82,8 +82,10 @@ def gap(
 
     gap_pct = 100·(H − W)/H, H and W the mean A(L, l) of each group's languages.
     """
+    from xling import analysis
+
     with open_warehouse(db) as wh:
-        df = wh.gap(run, layer, _mode(mode), stat.value, k)
+        df = analysis.gap(wh, run, layer, _mode(mode), stat.value, k)
         title = _title(
             wh, "activation gap", run, df["mode"].iloc[0] if len(df) else None, stat.value, layer
         )
@@ -104,8 +106,10 @@ def languages(
 
     Mean and sample standard deviation of gap_vs_en_pct across the run's layers, or at --layer.
     """
+    from xling import analysis
+
     with open_warehouse(db) as wh:
-        df = wh.language_summary(run, layer, _mode(mode), stat.value, k)
+        df = analysis.language_summary(wh, run, layer, _mode(mode), stat.value, k)
         title = _title(
             wh,
             "gap against English",
@@ -131,8 +135,14 @@ def similarity(
 
     Mean cosine of mean-pooled residuals against English, or of every language pair.
     """
+    from xling import analysis
+
     with open_warehouse(db) as wh:
-        df = wh.similarity_matrix(run, layer, wide=True) if matrix else wh.similarity(run, layer)
+        df = (
+            analysis.similarity_matrix(wh, run, layer, wide=True)
+            if matrix
+            else analysis.similarity(wh, run, layer)
+        )
         title = _title(
             wh, "residual similarity" + (" matrix" if matrix else " to English"), run, layer=layer
         )
@@ -158,8 +168,10 @@ def lape(
     Units whose activation probability is above the 95th percentile and has the lowest
     entropy across languages; each belongs to the languages where it is above that bar.
     """
+    from xling import analysis
+
     with open_warehouse(db) as wh:
-        df = wh.lape(kind.value, lang, top_rate, run=run, layer=layer)
+        df = analysis.lape(wh, kind.value, lang, top_rate, run=run, layer=layer)
         title = _title(wh, f"LAPE {kind.value}, top rate {top_rate:g}", run, layer=layer)
     render(df, fmt, title=title, name=f"lape_{kind.value}")
 
@@ -180,8 +192,10 @@ def compare(
     Activation improvement per language, English retention and the cosine of English SAE
     vectors before and after.
     """
+    from xling import analysis
+
     with open_warehouse(db) as wh:
-        df = wh.compare(base, tuned, layer, _mode(mode), stat.value, k)
+        df = analysis.compare(wh, base, tuned, layer, _mode(mode), stat.value, k)
         title = (
             f"{_title(wh, 'fine-tune effect', tuned, stat=stat.value, layer=layer)}"
             f" vs base run {base}"
@@ -211,8 +225,10 @@ def features(
     Specific: the language's share of the feature's firing probability. --under: the largest
     en_mean − lang_mean.
     """
+    from xling import analysis
+
     with open_warehouse(db) as wh:
-        df = wh.features(lang, layer, run, under=under, limit=limit, stat=stat.value)
+        df = analysis.features(wh, lang, layer, run, under=under, limit=limit, stat=stat.value)
         what = "under-activated" if under else "language-specific"
         title = _title(wh, f"{what} features of {lang}", run, stat=stat.value, layer=layer)
     render(df, fmt, title=title, name=f"features_{lang}")

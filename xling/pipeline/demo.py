@@ -8,7 +8,8 @@ Steps, each reused when its result is already there (`fresh` starts over):
 2. the CLDR corpus (aligned names in the warehouse's ten languages, `xling.ingest.cldr`);
 3. BatchTopK SAEs on a handful of layers with `sae train` (sae-lens), saved under out_dir/saes;
 4. ingest with residuals and MLP neuron counts (a killed demo's run is resumed);
-5. the gap and similarity tables, from the analysis API.
+5. the gap and similarity tables, from `xling.analysis`;
+6. bits per byte per language and its correlation with the gap.
 The warehouse stays at out_dir/xling.duckdb for `xling query ... --db`.
 """
 
@@ -21,6 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from xling import analysis
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -178,12 +181,14 @@ def _same_run(stored: str, config) -> bool:
 
 def demo_tables(wh: Warehouse, run_id: int) -> list[tuple[str, pd.DataFrame]]:
     """The demo's results: gap by layer, each language against English, similarity to English."""
-    gap = wh.gap(run=run_id)[["layer", "high_score", "low_score", "gap_pct"]]
-    langs = wh.language_summary(run=run_id)[
+    gap = analysis.gap(wh, run=run_id)[["layer", "high_score", "low_score", "gap_pct"]]
+    langs = analysis.language_summary(wh, run=run_id)[
         ["lang", "name", "resource_group", "mean_gap_pct", "std_gap_pct"]
     ]
     # Languages down, layers across: fits a terminal whatever the number of languages.
-    sim = wh.similarity(run=run_id).pivot(index="lang", columns="layer", values="similarity")
+    sim = analysis.similarity(wh, run=run_id).pivot(
+        index="lang", columns="layer", values="similarity"
+    )
     sim.columns = [f"L{layer}" for layer in sim.columns]
     sim = sim.reset_index()
     return [
@@ -197,7 +202,6 @@ def benchmark_tables(wh: Warehouse, lm, run_id: int) -> list[tuple[str, pd.DataF
     """Bits per byte per language (an offline capability measure) and its correlation with
     the layer-0 gap against English."""
     from xling.analysis.bpb import BpbConfig, bench_bpb
-    from xling.analysis.correlate import correlate
 
     bpb = bench_bpb(wh, BpbConfig(run=run_id, groups=BPB_GROUPS), model=lm)
     return [
@@ -207,6 +211,6 @@ def benchmark_tables(wh: Warehouse, lm, run_id: int) -> list[tuple[str, pd.DataF
         ),
         (
             "bits per byte vs layer-0 gap against English (English left out)",
-            correlate(wh, "bpb", layer=0, run=run_id),
+            analysis.correlate(wh, "bpb", layer=0, run=run_id),
         ),
     ]
