@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from xling.analysis.defaults import DEFAULT_K
+from xling.analysis.queries import gap_vs_benchmark
 from xling.warehouse.errors import XlingError
 
 if TYPE_CHECKING:
@@ -81,22 +82,14 @@ def correlation_points(
     """One row per (layer, lang): resource_group, act_score = A(L, l), gap_vs_en_pct and
     bench_value, for `run` (default: the latest finished run) at `layer` (default: all).
 
-    The gaps are `queries.gap_by_lang`'s; the scores are the run's model's under the run's
-    steering, as in the view gap_vs_benchmark. Only languages with both appear; `attrs`
+    The rows are the view gap_vs_benchmark's: the gaps of gap_by_lang beside the scores of
+    the run's model under the run's steering. Only languages with both appear; `attrs`
     records the run, task and metric.
     """
-    from xling.analysis.queries import gap_by_lang
-
     run_id = wh.resolve_run(run)
-    info = wh.run(run_id)
-    metric = pick_metric(wh, info["model_id"], task, metric)
-    gaps = gap_by_lang(wh, run_id, layer, mode, stat, k)
-    scores = wh.sql(
-        "SELECT lang, value AS bench_value FROM benchmarks "
-        "WHERE model_id = ? AND task = ? AND metric = ? AND steer IS NOT DISTINCT FROM ?",
-        [info["model_id"], task, metric, info["config"].get("steer")],
-    )
-    points = gaps.merge(scores, on="lang").rename(columns={"score": "act_score"})
+    model_id = wh.scalar("SELECT model_id FROM runs WHERE run_id = ?", [run_id])
+    metric = pick_metric(wh, model_id, task, metric)
+    points = gap_vs_benchmark(wh, task, metric, run_id, layer, mode, stat, k)
     points = points[
         ["layer", "lang", "resource_group", "act_score", "gap_vs_en_pct", "bench_value"]
     ].sort_values(["layer", "lang"], ignore_index=True)

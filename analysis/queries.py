@@ -486,3 +486,26 @@ def features(
         f"AND {'deficit > 0' if under else 'lang_mean > 0'} ORDER BY {order} LIMIT ?",
         [lang, stat, run_id, layer, limit],
     )
+
+
+# -- benchmarks ------------------------------------------------------------------------
+
+_VS_BENCHMARK = "gap_vs_benchmark"
+
+
+def gap_vs_benchmark(
+    wh: Warehouse,
+    task: str,
+    metric: str,
+    run: int | None = None,
+    layer: int | None = None,
+    mode: str | None = None,
+    stat: str = "max",
+    k: int = DEFAULT_K,
+) -> pd.DataFrame:
+    """The view gap_vs_benchmark for one task and metric: run_id, layer, lang,
+    resource_group, act_score (A(L, l)), gap_vs_en_pct, task, metric, bench_value, ...; one
+    row per (layer, lang) with a score of the run's model under the run's steering."""
+    _check_english(wh, wh.resolve_run(run), _VS_ENGLISH)
+    df = _scored(wh, _VS_BENCHMARK, run, layer, mode, stat, k, "layer, lang")
+    return df[(df["task"] == task) & (df["metric"] == metric)].reset_index(drop=True)
