@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from typer.core import TyperGroup
 
@@ -28,6 +30,27 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _global_options(
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="Also show xling's progress notes (-vv: debug, and other libraries' info).",
+        ),
+    ] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Show errors only.")] = False,
+) -> None:
+    """Options for every command; they go before the command: `xling -v ingest ...`."""
+    from xling.cli.logs import setup_logging
+
+    if verbose and quiet:
+        raise typer.BadParameter("use --verbose or --quiet, not both", param_hint="-v/-q")
+    setup_logging(verbose, quiet)
 
 
 def _register() -> None:
