@@ -89,10 +89,9 @@ def installed():
 
 def test_python_warnings_become_one_line(installed, capsys):
     setup_logging()
-    warnings.warn(
-        "`torch_dtype` is deprecated!\n  Use `dtype` instead!", FutureWarning, stacklevel=1
-    )
-    line = inspect.currentframe().f_lineno - 1
+    message = "`torch_dtype` is deprecated!\n  Use `dtype` instead!"
+    line = inspect.currentframe().f_lineno + 1
+    warnings.warn(message, FutureWarning, stacklevel=1)
     err = capsys.readouterr().err
     assert err == (
         "warning: `torch_dtype` is deprecated! Use `dtype` instead! "
@@ -111,6 +110,24 @@ def test_one_handler_however_often_it_is_set_up(installed, capsys):
     setup_logging()  # back to the default: xling's info is hidden again
     logging.getLogger("xling.ingest.runner").info("hidden")
     assert capsys.readouterr().err == ""
+
+
+def test_transformers_follows_quiet_and_verbose(installed, monkeypatch):
+    """transformers' logger has its own handler; -q and -vv set its threshold too."""
+    import transformers
+
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "warning")
+    before = transformers.logging.get_verbosity()
+    try:
+        setup_logging(quiet=True)
+        assert transformers.logging.get_verbosity() == logging.ERROR
+        setup_logging(verbose=2)
+        assert transformers.logging.get_verbosity() == logging.INFO
+    finally:
+        transformers.logging.set_verbosity(before)
+    monkeypatch.delitem(sys.modules, "transformers")  # as in a CLI that has not loaded it
+    setup_logging(quiet=True)
+    assert os.environ["TRANSFORMERS_VERBOSITY"] == "error"
 
 
 def test_levels():

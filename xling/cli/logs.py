@@ -11,11 +11,14 @@ logging; the CLI does, here, once per invocation:
 Python warnings (`warnings.warn`, which transformers, sae-lens and torch use for deprecations)
 are captured into logging (`logging.captureWarnings`) and printed like the rest: one line,
 `warning: <message> (<Category>, <file>:<line>)`, instead of the message plus a source line.
+transformers' own logger keeps its handler (`[transformers] <message>`, one line), with the
+threshold of -v/-q.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import traceback
@@ -129,4 +132,16 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> logging.Handler:
     root.setLevel(min(other_level, logging.WARNING))
     logging.getLogger("xling").setLevel(xling_level if verbose else logging.NOTSET)
     logging.captureWarnings(True)
+    if verbose or quiet:
+        _transformers_level(other_level)
     return handler
+
+
+def _transformers_level(level: int) -> None:
+    """transformers prints its logger through a handler of its own (it does not propagate to
+    ours); give it the same threshold. Set by environment when it is not imported yet, so
+    that `xling --help` does not import it."""
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].logging.set_verbosity(level)
+    else:
+        os.environ["TRANSFORMERS_VERBOSITY"] = logging.getLevelName(level).lower()
