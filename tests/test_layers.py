@@ -170,18 +170,26 @@ def private(source: Source, tree: ast.AST) -> list[str]:
                 for alias in node.names:
                     bound[alias.asname or alias.name] = f"{module}.{alias.name}"
     for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Attribute)
-            and is_private(node.attr)
-            and isinstance(node.value, ast.Name)
-            and node.value.id in bound
-            and bound[node.value.id] != source.module
-        ):
-            found.append(
-                f"{where(source, node.lineno)}: uses {node.value.id}.{node.attr} "
-                f"({bound[node.value.id]})"
-            )
+        if not (isinstance(node, ast.Attribute) and is_private(node.attr)):
+            continue
+        chain = dotted(node.value)  # `runner` in runner._plan, `xling.ingest.runner` in ...
+        if chain is None or chain.split(".")[0] not in bound:
+            continue
+        head, *rest = chain.split(".")
+        owner = ".".join([bound[head], *rest])
+        if owner != source.module:
+            found.append(f"{where(source, node.lineno)}: uses {chain}.{node.attr} ({owner})")
     return sorted(found, key=lambda f: int(f.split(":")[1]))
+
+
+def dotted(node: ast.AST) -> str | None:
+    """`a.b.c` for a chain of names and attributes, None for anything else (a call, ...)."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = dotted(node.value)
+        return None if inner is None else f"{inner}.{node.attr}"
+    return None
 
 
 def test_every_package_is_in_a_layer():
@@ -291,6 +299,7 @@ def test_the_layer_check_catches_upward_imports(code, module, expected):
         ("from xling.ingest.runner import _Plan, run_ingest", "xling.ingest.ray_engine", 1),
         ("from xling.ingest import runner\nrunner._plan(1)", "xling.ingest.ray_engine", 1),
         ("import xling.ingest.runner as r\nr._Batch", "xling.ingest.ray_engine", 1),
+        ("import xling.ingest.runner\nxling.ingest.runner._plan()", "xling.ingest.ray_engine", 1),
         ("from xling.ingest._private import x", "xling.analysis.queries", 1),
         ("from .runner import _Plan", "xling.ingest.ray_engine", 1),
         ("from xling import __version__", "xling.cli", 0),
