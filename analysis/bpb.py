@@ -13,16 +13,20 @@ how finely the tokenizer cuts a script.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from xling.analysis.benchmarks import Score, scores_table, store_scores
+from xling.ingest.models import ModelSpec
+from xling.ingest.steering import load_recipe
+from xling.warehouse import catalog
 from xling.warehouse.errors import XlingError
 
 if TYPE_CHECKING:
@@ -53,6 +57,9 @@ class BpbConfig:
     batch_size: int = 16
     dtype: str = "float32"
     device: str = "auto"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -182,20 +189,9 @@ def bench_bpb(wh: Warehouse, cfg: BpbConfig, *, model: LoadedModel | None = None
     from xling.ingest.models import register_model
 
     run = cfg.run if cfg.run is None else wh.resolve_run(cfg.run)
-    source, adapter = cfg.model, cfg.adapter
-    if source is None and model is None:
-        run = wh.resolve_run(run)
-        info = wh.run(run)
-        source, adapter = info["model"], adapter or info["adapter"]
-    with prepared_model(
-        wh,
-        source,
-        adapter=adapter,
-        steer=cfg.steer,
-        dtype=cfg.dtype,
-        device=cfg.device,
-        model=model,
-    ) as lm:
+    if cfg.model is None and model is None:
+        run = wh.resolve_run(run)  # the run's model, on the run's phrases
+    with prepared_model(_model_spec(wh, cfg, run, model), model=model) as lm:
         table = corpus_bpb(
             wh,
             lm.model,
@@ -214,9 +210,41 @@ def bench_bpb(wh: Warehouse, cfg: BpbConfig, *, model: LoadedModel | None = None
     )
     with wh.transaction() as con:
         model_id = register_model(con, lm)
+        catalog.record_job(con, "bench-bpb", {**asdict(cfg), "run": run}, model_id)
         store_scores(
             con,
             scores_table(model_id, scores, source=f"xling bench bpb ({where})", steer=cfg.steer),
         )
     log.info("bits per byte of %s on %d languages stored", lm.name, len(table))
     return table.assign(model_id=model_id)
+
+
+def _model_spec(
+    wh: Warehouse, cfg: BpbConfig, run: int | None, model: LoadedModel | None
+) -> ModelSpec:
+    """The model to score: the config's, or (no --model) the one `run` (default: the latest)
+    was ingested with, every loading field of its recorded config kept."""
+    from xling.ingest.runner import IngestConfig
+
+    steering = load_recipe(wh, cfg.steer) if cfg.steer else None
+    if cfg.model is not None or model is not None:
+        return ModelSpec(
+            source=cfg.model or model.name,
+            revision=cfg.revision,
+            dtype=cfg.dtype,
+            device=cfg.device,
+            trust_remote_code=cfg.trust_remote_code,
+            allow_pickle=cfg.allow_pickle,
+            adapter=cfg.adapter,
+            steering=steering,
+        )
+    record = wh.run(run)
+    recorded = IngestConfig.from_dict(record.config).model_spec()
+    return dataclasses.replace(
+        recorded,
+        source=record.model,
+        dtype=cfg.dtype,
+        device=cfg.device,
+        adapter=cfg.adapter or record.adapter,
+        steering=steering,
+    )

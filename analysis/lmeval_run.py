@@ -7,7 +7,7 @@ lm-eval's built-in tasks (Okapi `arc_hi`, ...) are indexed only when a requested
 found locally (building that index takes seconds) and download their datasets from the hub.
 
     evaluate(model, tokenizer, tasks, ...)   lm-eval results dict (the seam: any built model)
-    prepared_model(wh, source, ...)          context manager: loaded model, adapter, steering
+    prepared_model(wh, spec, ...)            context manager: the spec's model, adapter, steering
     bench_run(wh, BenchRunConfig(...))       load, evaluate, store per-language scores
 """
 
@@ -32,6 +32,9 @@ from xling.analysis.benchmarks import (
     scores_table,
     store_scores,
 )
+from xling.ingest.models import ModelSpec
+from xling.ingest.steering import load_recipe
+from xling.warehouse import catalog
 from xling.warehouse.errors import XlingError, missing_extra
 
 if TYPE_CHECKING:
@@ -71,6 +74,24 @@ class BenchRunConfig:
     device: str = "auto"
     out: str | None = None
     """Also write lm-eval's results JSON here (importable with `xling bench import`)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit), as for ingest."""
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    """Allow .bin (pickle) checkpoints; safetensors only otherwise."""
+
+    def model_spec(self, wh: Warehouse) -> ModelSpec:
+        """The model to evaluate: every loading field, the adapter and the steering recipe."""
+        return ModelSpec(
+            source=self.model,
+            revision=self.revision,
+            dtype=self.dtype,
+            device=self.device,
+            trust_remote_code=self.trust_remote_code,
+            allow_pickle=self.allow_pickle,
+            adapter=self.adapter,
+            steering=load_recipe(wh, self.steer) if self.steer else None,
+        )
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -144,32 +165,22 @@ def evaluate(
 
 
 @contextlib.contextmanager
-def prepared_model(
-    wh: Warehouse,
-    source: str | None,
-    *,
-    adapter: str | None = None,
-    steer: str | None = None,
-    dtype: str = "float32",
-    device: str = "auto",
-    model: LoadedModel | None = None,
-) -> Iterator[LoadedModel]:
-    """The model as ingest loads it, with the fine-tune `adapter` merged in and the stored
-    intervention `steer` hooked in for the duration of the block.
+def prepared_model(spec: ModelSpec, *, model: LoadedModel | None = None) -> Iterator[LoadedModel]:
+    """The model `spec` loads (adapter merged, steering attached), for the block.
 
-    `model` reuses an already loaded model as it is (adapter included, if it has one):
-    `source`, `adapter`, `dtype` and `device` then go unused.
+    `model` reuses an already loaded model as it is (adapter included, if it has one): only
+    the spec's steering is attached to it, and removed again when the block ends.
     """
-    from xling.finetune.apply import apply_adapter, apply_steering
-    from xling.ingest.models import load_model
-
-    lm = model
-    if lm is None:
-        lm = load_model(source, dtype=dtype, device=device)
-        if adapter is not None:
-            lm = apply_adapter(lm, adapter)
-    with apply_steering(lm.model, wh, steer) if steer else contextlib.nullcontext():
-        yield lm
+    if model is None:
+        yield spec.load()
+        return
+    if spec.steering is not None:
+        model.steer(spec.steering)
+    try:
+        yield model
+    finally:
+        if spec.steering is not None:
+            model.unsteer()
 
 
 @dataclass
@@ -195,15 +206,7 @@ def bench_run(
     from xling.ingest.models import register_model
 
     task_manager(tuple(cfg.tasks), tuple(cfg.include_path))  # a typo fails before loading
-    with prepared_model(
-        wh,
-        cfg.model,
-        adapter=cfg.adapter,
-        steer=cfg.steer,
-        dtype=cfg.dtype,
-        device=cfg.device,
-        model=model,
-    ) as lm:
+    with prepared_model(cfg.model_spec(wh), model=model) as lm:
         start = time.perf_counter()
         results = evaluate(
             lm.model,
@@ -227,6 +230,7 @@ def bench_run(
         write_results(results, Path(cfg.out))
     with wh.transaction() as con:
         model_id = register_model(con, lm)
+        catalog.record_job(con, "bench-run", asdict(cfg), model_id)
         rows = scores_table(
             model_id, scores, source=f"xling bench run {' '.join(cfg.tasks)}", steer=cfg.steer
         )

@@ -1,85 +1,29 @@
-"""Applying what `xling finetune` and `xling steer` made to a loaded model (ingest, bench).
+"""The fine-tune round, and where applying a fine-tune went.
 
-apply_adapter(lm, path)            LoRA directory or subnetwork delta, merged into lm.model;
-                                   sets lm.adapter (recorded in `models.adapter`)
-apply_steering(model, wh, name)    context manager: the stored intervention's hooks
 finetune_round(wh, ...)            base run -> aligned LoRA -> tuned run (the demo's round)
+
+Applying an adapter or a steering recipe to a loaded model is part of loading it, so it lives
+in ingest: `xling.ingest.models.ModelSpec.load()` (with `xling.ingest.adapters.apply_adapter`,
+still importable from here, and `xling.ingest.steering`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xling.warehouse.errors import XlingError
+from xling.ingest.adapters import apply_adapter  # noqa: F401
 
 if TYPE_CHECKING:
-    import torch
-
     from xling.finetune.align import StepCallback
     from xling.finetune.common import FinetuneResult
-    from xling.ingest.models import LoadedModel
     from xling.ingest.runner import ProgressFn
     from xling.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
-
-
-def apply_adapter(lm: LoadedModel, path: str | Path) -> LoadedModel:
-    """Load a fine-tune into `lm` in place and return it.
-
-    `path` is a peft LoRA directory (`finetune align`; merged into the weights, so the model
-    keeps its plain structure and every hook works unchanged) or a subnetwork delta
-    (`finetune subnetwork`; rows and columns written into the MLP weights). `lm.adapter`
-    becomes the artifact's absolute path, which `register_model` stores in `models.adapter`.
-    """
-    from xling.finetune.subnetwork import apply_delta, is_delta
-
-    p = Path(path)
-    if is_delta(p):
-        meta = apply_delta(lm.model, p)
-        log.info(
-            "applied subnetwork delta %s (%s, lang %s)", p, meta.get("model"), meta.get("lang")
-        )
-    elif (p / "adapter_config.json").is_file():
-        lm.model = _merge_lora(lm.model, p)
-    else:
-        raise XlingError(
-            f"{p} is neither a peft LoRA directory (adapter_config.json) nor an xling "
-            "subnetwork delta; pass what `xling finetune` wrote"
-        )
-    lm.adapter = str(p.resolve())
-    return lm
-
-
-def _merge_lora(model: torch.nn.Module, path: Path) -> torch.nn.Module:
-    from peft import PeftModel
-
-    try:
-        peft_model = PeftModel.from_pretrained(model, str(path))
-    except (ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise XlingError(f"LoRA {path} does not fit this model: {first}") from None
-    log.info("merged LoRA %s", path)
-    return peft_model.merge_and_unload().eval()
-
-
-def apply_steering(
-    model: torch.nn.Module, wh: Warehouse, name: str
-) -> contextlib.AbstractContextManager[None]:
-    """The stored intervention `name` as a context manager over `model`'s forward passes.
-
-    The recipe is read (and an unknown name refused) when this is called; the hooks are
-    registered on entering the `with` block and removed on leaving it.
-    """
-    from xling.finetune.steer import load_recipe, steering
-
-    return steering(model, load_recipe(wh, name))
 
 
 @dataclass

@@ -5,19 +5,30 @@ rows and columns are spliced out as the only trainable tensors (a parametrizatio
 into the frozen weight on every forward), so the optimiser — AdamW, weight decay included —
 never touches any other weight: they stay bit-identical. The result is saved as a small delta
 file (safetensors: the new rows and columns, their indices and metadata) that
-`xling.finetune.apply.apply_adapter` writes back into a freshly loaded model.
+`xling.ingest.adapters.apply_adapter` writes back into a freshly loaded model.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from xling.finetune.config import SubnetworkConfig
+
+# The delta format lives with applying it, in ingest; apply_delta and load_delta stay
+# importable from here.
+from xling.ingest.adapters import (  # noqa: F401
+    NEURON_SLICES,
+    apply_delta,
+    delta_path,
+    load_delta,
+    save_delta,
+    write_delta,
+)
+from xling.ingest.adapters import gated_mlp as _mlp
+from xling.ingest.hooks import decoder_layers as _layers
 from xling.warehouse.errors import XlingError
 
 if TYPE_CHECKING:
@@ -28,28 +39,6 @@ if TYPE_CHECKING:
     from xling.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
-
-DELTA_FORMAT = "xling-subnetwork-delta"
-DELTA_VERSION = "1"
-DELTA_FILE = "subnetwork.safetensors"
-# (projection, dimension of its weight that indexes neurons): nn.Linear weights are [out, in].
-NEURON_SLICES = (("gate_proj", 0), ("up_proj", 0), ("down_proj", 1))
-
-
-def _layers(model: torch.nn.Module):
-    from xling.ingest.hooks import decoder_layers
-
-    return decoder_layers(model)
-
-
-def _mlp(model: torch.nn.Module, layer: int) -> torch.nn.Module:
-    mlp = getattr(_layers(model)[layer], "mlp", None)
-    if mlp is None or not all(hasattr(mlp, name) for name, _ in NEURON_SLICES):
-        raise XlingError(
-            f"block {layer} of {type(model).__name__} has no gated MLP "
-            "(gate_proj/up_proj/down_proj); subnetwork tuning needs one"
-        )
-    return mlp
 
 
 def _splice_module():
@@ -121,93 +110,6 @@ def delta_tensors(
                 parts[f"layer.{layer}.{name}"].detach().cpu().contiguous()
             )
     return out
-
-
-def _layers_in(tensors: dict[str, torch.Tensor]) -> list[int]:
-    return sorted({int(key.split(".")[1]) for key in tensors})
-
-
-def write_delta(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy the delta's rows/columns into the model's MLP weights, in place (cast to the
-    weights' dtype: exact when the model is loaded in the dtype it was tuned in)."""
-    import torch
-
-    with torch.no_grad():
-        for layer in _layers_in(tensors):
-            mlp = _mlp(model, layer)
-            for name, dim in NEURON_SLICES:
-                weight = getattr(mlp, name).weight
-                index = tensors[f"layer.{layer}.index"].to(weight.device)
-                part = tensors[f"layer.{layer}.{name}"]
-                want = list(weight.shape)
-                want[dim] = index.numel()
-                if list(part.shape) != want:
-                    raise XlingError(
-                        f"subnetwork delta does not fit layer {layer} {name}: slices "
-                        f"{tuple(part.shape)}, weight {tuple(weight.shape)}"
-                    )
-                weight.index_copy_(dim, index, part.to(weight.device, weight.dtype))
-
-
-def save_delta(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
-    """Write the delta as safetensors; `metadata` values are stored as JSON strings."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": DELTA_FORMAT, "version": DELTA_VERSION}
-    meta.update({key: json.dumps(value) for key, value in metadata.items()})
-    save_file(tensors, str(path), metadata=meta)
-    return path
-
-
-def delta_path(path: str | Path) -> Path:
-    """The delta file for `path`: the file itself, or `DELTA_FILE` inside a directory."""
-    p = Path(path)
-    return p / DELTA_FILE if p.is_dir() or not p.suffix else p
-
-
-def is_delta(path: str | Path) -> bool:
-    p = delta_path(path)
-    if not p.is_file():
-        return False
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            return (f.metadata() or {}).get("format") == DELTA_FORMAT
-    except Exception:
-        return False
-
-
-def load_delta(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, metadata) of a delta file written by `save_delta`."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    p = delta_path(path)
-    if not is_delta(p):
-        raise XlingError(
-            f"{p} is not an xling subnetwork delta; pass the file `finetune subnetwork` wrote"
-        )
-    with safe_open(str(p), framework="pt") as f:
-        raw = f.metadata() or {}
-    meta = {k: json.loads(v) for k, v in raw.items() if k not in ("format", "version")}
-    return load_file(str(p)), meta
-
-
-def apply_delta(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
-    """Write a saved delta into `model` (checked against its shape); returns the metadata."""
-    tensors, meta = load_delta(path)
-    gate = _mlp(model, 0).gate_proj
-    shape = (len(_layers(model)), gate.in_features, gate.out_features)
-    made_for = (meta.get("n_layers"), meta.get("d_model"), meta.get("d_mlp"))
-    if made_for != shape:
-        raise XlingError(
-            f"delta {path} was made for {meta.get('model')} (layers, d_model, d_mlp = "
-            f"{made_for}), not this model {shape}"
-        )
-    write_delta(model, tensors)
-    return meta
 
 
 def count_parameters(model: torch.nn.Module) -> int:

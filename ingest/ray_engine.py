@@ -2,14 +2,15 @@
 
     run_ingest_ray(wh, config, RayOptions(parts="shared/parts", concurrency=8, num_gpus=1))
 
-The driver (the process holding the warehouse) plans the run exactly as the local engine does
-and registers it, then reads, tokenises and length-sorts the phrases into the runner's batches
-(`runner._batches`). Ray Data carries the batches to `IngestActor`s: each loads the model and
-the run's recorded SAEs once, turns a batch into rows with the runner's own `_process`
-(forward, SAE encode, pooling, sparse rows) and writes them as one Parquet part named by the
-run and the batch's phrase ids (`warehouse.parquet.write_part`), so a rerun overwrites its
-parts. The driver then imports the parts (`import_parts`: idempotent, one transaction), which
-orders the run's rows by layer and marks it finished.
+The driver (the process holding the warehouse) starts the run with the local engine's own
+`runner.start_run` (model on the CPU there) and cuts the phrases into the same batches
+(`stages.batches`). Ray Data carries the batches to `IngestActor`s: each opens the run's
+`ProcessorSpec` once — the model through its spec, so with the run's adapter merged and its
+steering attached, and the run's recorded SAEs — turns a batch into rows with the shared
+`BatchProcessor` and writes them through a `ParquetSink` as one part named by the run and the
+batch's phrase ids, so a rerun overwrites its parts. The driver then imports the parts
+(`import_parts`: idempotent, one transaction), which orders the run's rows by layer and marks
+it finished.
 
 If the driver dies, the parts written so far are kept: `xling import-parts DIR --run R` loads
 them and `xling ingest --resume R` (local engine) does the phrases still missing.
@@ -22,15 +23,16 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xling.ingest import runner
-from xling.ingest.models import find_model, load_model, register_model
-from xling.ingest.saes import load_saes, register_saes
+from xling.ingest.runner import IngestConfig, IngestProgress, ProgressFn, fail_message, start_run
+from xling.ingest.sinks import ParquetSink
+from xling.ingest.stages import Batch, NonFinite, ProcessorSpec, batches
+from xling.warehouse import catalog
 from xling.warehouse.errors import XlingError, missing_extra
-from xling.warehouse.parquet import ImportResult, import_parts, part_name, write_part
+from xling.warehouse.parquet import ImportResult, import_parts
 
 if TYPE_CHECKING:
     from xling.warehouse import Warehouse
@@ -56,32 +58,17 @@ class RayOptions:
 
 
 class IngestActor:
-    """One model and its SAEs, loaded once; each call turns batches into Parquet parts."""
+    """One batch processor (model with adapter and steering, SAEs), opened once; each call
+    turns batches into Parquet parts."""
 
-    def __init__(self, config: dict[str, Any], run_id: int, parts: str) -> None:
-        self.config = runner.IngestConfig.from_dict(config)
-        self.run_id, self.parts = run_id, parts
-        lm = load_model(
-            self.config.model,
-            revision=self.config.revision,
-            dtype=self.config.dtype,
-            device=self.config.device,
-            trust_remote_code=self.config.trust_remote_code,
-            allow_pickle=self.config.allow_pickle,
-        )
-        self.plan = runner._Plan(
-            lm=lm,
-            saes=runner._recorded_saes(config["saes"], str(lm.device)),
-            layers=config["resolved_layers"],
-            todo=np.empty(0, np.int64),
-            total=0,
-            langs=config["langs_resolved"],
-        )
+    def __init__(self, spec: ProcessorSpec, run_id: int, parts: str) -> None:
+        self.process = spec.open()
+        self.sink = ParquetSink(parts, run_id)
 
     def __call__(self, items: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {"part": [], "phrases": [], "rows": []}
+        out: dict[str, list] = {"part": [], "phrases": [], "rows": [], "error": []}
         for i in range(len(items["phrase_ids"])):
-            batch = runner._Batch(
+            batch = Batch(
                 phrase_ids=np.asarray(items["phrase_ids"][i], dtype=np.int64),
                 lang_slots=np.asarray(items["lang_slots"][i], dtype=np.int64),
                 input_ids=[[int(t) for t in ids] for ids in items["input_ids"][i]],
@@ -90,28 +77,27 @@ class IngestActor:
                     for k, v in json.loads(str(items["origins"][i])).items()
                 },
             )
-            rows = runner._process(batch, self.config, self.plan)
-            name = part_name(self.run_id, batch.phrase_ids)
-            write_part(
-                self.parts,
-                name,
-                {
-                    "feature_acts": rows.features,
-                    "residuals": rows.residuals,
-                    "phrase_tokens": rows.tokens,
-                },
-            )
-            out["part"].append(name)
+            try:
+                rows = self.process(batch)
+            except NonFinite as err:
+                # Carried back as data: the driver marks the run failed with the local message.
+                out["part"].append("")
+                out["phrases"].append(0)
+                out["rows"].append(0)
+                out["error"].append(json.dumps([err.phrase_id, err.layer, err.where]))
+                continue
+            out["part"].append(self.sink.write(batch, rows))
             out["phrases"].append(len(batch.phrase_ids))
             out["rows"].append(rows.features.num_rows if rows.features is not None else 0)
+            out["error"].append("")
         return out
 
 
 def run_ingest_ray(
     wh: Warehouse,
-    config: runner.IngestConfig,
+    config: IngestConfig,
     options: RayOptions,
-    progress: runner.ProgressFn | None = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[int, ImportResult]:
     """Run one ingest on Ray; returns the run id and what the import of its parts did.
 
@@ -125,7 +111,9 @@ def run_ingest_ray(
     except ImportError:
         raise missing_extra("ray[data]", "ray") from None
 
-    run_id, plan, stored = _start_run(wh, config)
+    # The driver only plans and batches: its copy of the model stays on the CPU.
+    started = start_run(wh, config, engine="ray", device="cpu")
+    run_id, plan = started.run_id, started.plan
     items = [
         {
             "phrase_ids": b.phrase_ids.tolist(),
@@ -133,8 +121,18 @@ def run_ingest_ray(
             "input_ids": b.input_ids,
             "origins": json.dumps({str(k): v for k, v in b.origins.items()}),
         }
-        for b in runner._batches(wh, config, plan)
+        for b in batches(
+            wh,
+            plan,
+            started.lm.tokenizer,
+            config.rows,
+            batch_size=config.batch_size,
+            max_tokens=config.max_tokens,
+        )
     ]
+    spec = started.processor
+    started.lm.unsteer()
+    del started  # the driver's model is not needed past batching
     Path(options.parts).mkdir(parents=True, exist_ok=True)
     try:
         if not ray.is_initialized():
@@ -142,7 +140,7 @@ def run_ingest_ray(
         ds = ray.data.from_items(items).map_batches(
             IngestActor,
             fn_constructor_kwargs={
-                "config": stored,
+                "spec": spec,
                 "run_id": run_id,
                 "parts": str(Path(options.parts).resolve()),
             },
@@ -152,54 +150,22 @@ def run_ingest_ray(
             num_gpus=options.num_gpus or None,
             num_cpus=options.num_cpus,
         )
-        state = runner.IngestProgress(run_id=run_id, done=0, total=plan.total, chunks=0, rows=0)
+        state = IngestProgress(run_id=run_id, done=0, total=plan.total, chunks=0, rows=0)
         for row in ds.iter_rows():
+            if row["error"]:
+                phrase_id, layer, where = json.loads(str(row["error"]))
+                message = fail_message(wh, run_id, NonFinite(phrase_id, layer, where))
+                catalog.fail_run(wh.con, run_id, message)
+                raise XlingError(message)
             state.done += int(row["phrases"])
             state.chunks += 1
             if progress is not None:
                 progress(state)
+    except XlingError:
+        raise
     except BaseException as err:
-        runner._mark_failed(wh, run_id, f"ray engine: {type(err).__name__}: {err}".strip()[:300])
+        catalog.fail_run(wh.con, run_id, f"ray engine: {type(err).__name__}: {err}".strip())
         raise
     result = import_parts(wh, options.parts, run_id)
     log.info("run %d: %d parts imported, %d feature rows", run_id, result.parts, result.rows)
     return run_id, result
-
-
-def _start_run(
-    wh: Warehouse, config: runner.IngestConfig
-) -> tuple[int, runner._Plan, dict[str, Any]]:
-    """Plan and register the run as the local engine does; the model loads on the CPU here.
-
-    Returns the run id, the plan (for batching) and the stored config, which the actors read
-    (with the resolved language slots added).
-    """
-    lm = load_model(
-        config.model,
-        revision=config.revision,
-        dtype=config.dtype,
-        device="cpu",
-        trust_remote_code=config.trust_remote_code,
-        allow_pickle=config.allow_pickle,
-    )
-    runner._check_layer_range(config.layers, lm)
-    saes = load_saes(
-        config.sae_source, config.layers, device="cpu", con=wh.con, model_id=find_model(wh.con, lm)
-    )
-    plan = runner._plan(wh, config, lm, saes, done=set())
-    with wh.transaction() as con:
-        model_id = register_model(con, lm)
-        register_saes(con, model_id, saes)
-        stored = {
-            **runner._run_config(config, lm, plan, model_id),
-            "engine": "ray",
-            "langs_resolved": plan.langs,
-        }
-        run_id = int(
-            con.execute(
-                "INSERT INTO runs (model_id, status, config, n_phrases, n_rows) "
-                "VALUES (?, 'running', ?, 0, 0) RETURNING run_id",
-                [model_id, json.dumps(stored)],
-            ).fetchone()[0]
-        )
-    return run_id, plan, stored

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xling.ingest.models import DTYPES, LoadedModel, load_model, quiet_progress, xling_home
+from xling.ingest.models import DTYPES, LoadedModel, ModelSpec, quiet_progress, xling_home
+from xling.warehouse import catalog
 from xling.warehouse.errors import XlingError
 
 if TYPE_CHECKING:
@@ -98,6 +99,18 @@ class SaeTrainConfig:
     def architecture(self) -> str:
         return "standard" if self.l1 is not None else "batchtopk"
 
+    @property
+    def model_spec(self) -> ModelSpec:
+        """The base model the SAEs are trained on (no adapter, no steering)."""
+        return ModelSpec(
+            source=self.model,
+            revision=self.revision,
+            dtype=self.dtype,
+            device=self.device,
+            trust_remote_code=self.trust_remote_code,
+            allow_pickle=self.allow_pickle,
+        )
+
 
 @dataclass
 class TrainedSae:
@@ -128,14 +141,11 @@ def train_saes(
 
     from xling.ingest.models import register_model
 
-    lm = model or load_model(
-        config.model,
-        revision=config.revision,
-        dtype=config.dtype,
-        device=config.device,
-        trust_remote_code=config.trust_remote_code,
-        allow_pickle=config.allow_pickle,
-    )
+    # Bad input is refused before the model loads (minutes on a large one).
+    _check_langs(wh, config.langs)
+    if config.out:
+        _check_out(Path(config.out))
+    lm = model or config.model_spec.load()
     bad = [layer for layer in config.layers if layer >= lm.n_layers]
     if bad:
         raise XlingError(f"layer {bad[0]} out of range: {lm.name} has layers 0-{lm.n_layers - 1}")
@@ -163,6 +173,7 @@ def train_saes(
     trained = []
     with wh.transaction() as con:
         model_id = register_model(con, lm)
+        catalog.record_job(con, "sae-train", train_info, model_id)
         for layer, path, ev, l0 in results:
             (path / "xling_train.json").write_text(
                 json.dumps(
@@ -170,24 +181,22 @@ def train_saes(
                 )
             )
             cfg = json.loads((path / "cfg.json").read_text())
-            sae_id = int(
-                con.execute(
-                    "INSERT INTO saes (model_id, layer, release, sae_name, path, d_in, d_sae, "
-                    "architecture, hook_name, explained_variance, l0) "
-                    "VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING sae_id",
-                    [
-                        model_id,
-                        layer,
-                        f"{out.name}/layer_{layer}",
-                        str(path.resolve()),
-                        cfg["d_in"],
-                        cfg["d_sae"],
-                        cfg["architecture"],
-                        _hook(layer),
-                        ev,
-                        l0,
-                    ],
-                ).fetchone()[0]
+            # The same row an ingest that loads this directory later finds (by its path).
+            sae_id = catalog.register_sae(
+                con,
+                model_id,
+                catalog.SaeFacts(
+                    layer=layer,
+                    sae_name=f"{out.name}/layer_{layer}",
+                    release=None,
+                    path=str(path.resolve()),
+                    d_in=cfg["d_in"],
+                    d_sae=cfg["d_sae"],
+                    architecture=cfg["architecture"],
+                    hook_name=_hook(layer),
+                    explained_variance=ev,
+                    l0=l0,
+                ),
             )
             trained.append(
                 TrainedSae(
@@ -201,6 +210,26 @@ def train_saes(
                 )
             )
     return trained
+
+
+def _check_langs(wh: Warehouse, langs: list[str] | None) -> None:
+    known = {r[0] for r in wh.con.execute("SELECT lang FROM languages").fetchall()}
+    unknown = [lang for lang in langs or [] if lang not in known]
+    if unknown:
+        raise XlingError(
+            f"unknown language code {unknown[0]!r} in --langs; known: {', '.join(sorted(known))}"
+        )
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot become a directory, creating nothing."""
+    if out.exists() and not out.is_dir():
+        raise XlingError(f"--out {out} is a file; pass a directory")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise XlingError(f"--out {out} cannot be created: {parent} is not a directory")
 
 
 def _hook(layer: int) -> str:

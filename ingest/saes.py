@@ -3,7 +3,8 @@
     SaeSource(release=, sae_id=) | SaeSource(sae_dir=) | SaeSource()   where the SAEs come from
     load_saes(source, layers, ...) -> {layer: LoadedSae}
     check_saes(saes, d_model, n_layers)   refuses a wrong d_in or hook layer (before any write)
-    register_saes(con, model_id, saes)    `saes` rows, reused when already there
+    register_saes(con, model_id, saes)    each SAE's catalog row (one per SAE, reused)
+    load_recorded_saes(entries, device)   the SAEs a run recorded, loaded again
     hook_layer(hook_name) -> L for `blocks.L.hook_resid_post`
 
 Three sources: a sae-lens pretrained release with an id template (`{layer}` substituted;
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xling.warehouse import catalog
 from xling.warehouse.errors import XlingError, missing_extra
 
 if TYPE_CHECKING:
@@ -78,6 +80,21 @@ class LoadedSae:
     @property
     def architecture(self) -> str:
         return self.sae.cfg.architecture()
+
+    def facts(self) -> catalog.SaeFacts:
+        """What the catalog's `saes` row records about this SAE."""
+        return catalog.SaeFacts(
+            layer=self.layer,
+            sae_name=self.sae_name,
+            release=self.release,
+            path=self.path,
+            d_in=self.d_in,
+            d_sae=self.d_sae,
+            architecture=self.architecture,
+            hook_name=self.hook_name,
+            explained_variance=self.explained_variance,
+            l0=self.l0,
+        )
 
     def describe(self) -> dict[str, Any]:
         """What the run config records about this SAE."""
@@ -162,10 +179,13 @@ def _from_release(release: str, template: str, layer: int, device: str) -> Loade
 
 
 def _from_disk(path: Path, layer: int, device: str) -> LoadedSae:
+    from safetensors import SafetensorError
+
     SAE = _sae_lens()
+    _read_cfg(path)
     try:
         sae = SAE.load_from_disk(str(path), device=device)
-    except (ValueError, OSError, KeyError) as err:
+    except (ValueError, OSError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise XlingError(f"cannot load SAE from {path}: {first}") from None
     return LoadedSae(
@@ -178,12 +198,34 @@ def _from_disk(path: Path, layer: int, device: str) -> LoadedSae:
     )
 
 
-def _read_hook_layer(path: Path) -> int | None:
+# An SAE larger than this many weights (d_in x d_sae, 64 GiB in float32) is refused before
+# loading: a cfg.json with absurd sizes would otherwise end in a MemoryError.
+_MAX_SAE_WEIGHTS = 2**34
+
+
+def _read_cfg(path: Path) -> dict[str, Any]:
+    """The SAE directory's cfg.json, checked to be an object with sane sizes."""
     try:
         cfg = json.loads((path / "cfg.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise XlingError(f"{path} is not a sae-lens SAE directory (cfg.json: {err})") from None
-    return hook_layer(_cfg_hook_name(cfg))
+    if not isinstance(cfg, dict):
+        raise XlingError(f"{path}/cfg.json is not a JSON object; it is not a sae-lens SAE")
+    sizes = {k: cfg.get(k) for k in ("d_in", "d_sae")}
+    for key, value in sizes.items():
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise XlingError(f"{path}/cfg.json: {key} must be a positive integer, got {value!r}")
+    if all(sizes.values()) and sizes["d_in"] * sizes["d_sae"] > _MAX_SAE_WEIGHTS:
+        raise XlingError(
+            f"{path}/cfg.json: d_in {sizes['d_in']} x d_sae {sizes['d_sae']} is too large an SAE"
+        )
+    return cfg
+
+
+def _read_hook_layer(path: Path) -> int | None:
+    return hook_layer(_cfg_hook_name(_read_cfg(path)))
 
 
 def _dir_paths(sae_dir: str, layers: list[int] | None) -> dict[int, Path]:
@@ -232,12 +274,9 @@ def _registered_paths(
 ) -> dict[int, Path]:
     if con is None or model_id is None:
         return {}
-    rows = con.execute(
-        "SELECT layer, arg_max(path, sae_id) FROM saes WHERE model_id = ? AND path IS NOT NULL "
-        "GROUP BY layer ORDER BY layer",
-        [model_id],
-    ).fetchall()
-    found = {int(layer): Path(path) for layer, path in rows}
+    found = {
+        layer: Path(path) for layer, path in catalog.registered_sae_paths(con, model_id).items()
+    }
     if layers is not None:
         found = {layer: p for layer, p in found.items() if layer in layers}
     for layer, p in found.items():
@@ -271,37 +310,24 @@ def check_saes(saes: dict[int, LoadedSae], d_model: int, n_layers: int) -> None:
 def register_saes(
     con: duckdb.DuckDBPyConnection, model_id: int, saes: dict[int, LoadedSae]
 ) -> None:
-    """Give each SAE its `saes` row (same model, layer, release, name and path), inserting new ones."""
+    """Give each SAE its catalog row (an SAE directory keeps one row however often it loads)."""
     for s in saes.values():
-        row = con.execute(
-            "SELECT sae_id FROM saes WHERE model_id = ? AND layer = ? "
-            "AND release IS NOT DISTINCT FROM ? AND sae_name = ? AND path IS NOT DISTINCT FROM ? "
-            "ORDER BY sae_id DESC LIMIT 1",
-            [model_id, s.layer, s.release, s.sae_name, s.path],
-        ).fetchone()
-        if row:
-            s.sae_id = int(row[0])
-            continue
-        s.sae_id = int(
-            con.execute(
-                "INSERT INTO saes (model_id, layer, release, sae_name, path, d_in, d_sae, "
-                "architecture, hook_name, explained_variance, l0) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING sae_id",
-                [
-                    model_id,
-                    s.layer,
-                    s.release,
-                    s.sae_name,
-                    s.path,
-                    s.d_in,
-                    s.d_sae,
-                    s.architecture,
-                    s.hook_name,
-                    s.explained_variance,
-                    s.l0,
-                ],
-            ).fetchone()[0]
-        )
+        s.sae_id = catalog.register_sae(con, model_id, s.facts())
+
+
+def load_recorded_saes(entries: list[dict[str, Any]], device: str) -> dict[int, LoadedSae]:
+    """The SAEs a run recorded (`LoadedSae.describe()` entries), loaded again from the same
+    release ids or directories, with their warehouse ids."""
+    out: dict[int, LoadedSae] = {}
+    for e in entries:
+        if e["release"] is not None:
+            source = SaeSource(release=e["release"], sae_id=e["sae_name"])
+        else:
+            source = SaeSource(sae_dir=e["path"])
+        s = load_saes(source, [e["layer"]], device=device)[e["layer"]]
+        s.sae_id = e["sae_id"]
+        out[e["layer"]] = s
+    return out
 
 
 def list_saes(wh, model: str | None = None):

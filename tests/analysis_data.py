@@ -53,6 +53,13 @@ class Toy:
                     "VALUES (?, 1, 'finished', ?, now())",
                     [run, json.dumps(configs.get(run, {}))],
                 )
+                # The layers a run's config names are its SAE layers (the catalog's
+                # run_layers; a made-up sae_id per layer).
+                cfg = configs.get(run, {})
+                for layer in [s["layer"] for s in cfg.get("saes", [])] or cfg.get("layers", []):
+                    con.execute(
+                        "INSERT INTO run_layers VALUES (?, ?, ?)", [run, layer, 1000 + layer]
+                    )
             ph = list(self.phrases.values())
             append_arrow(
                 con,

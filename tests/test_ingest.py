@@ -3,6 +3,7 @@ layer semantics, resume, refusals, neurons, NaN, feature modes, shards, the CLI.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -383,7 +384,7 @@ def test_topk_keeps_each_phrases_top_features(corpus_wh, lm, tiny_model_dir, tin
     wh = corpus_wh
     full = run_ingest(wh, config(tiny_model_dir, tiny_sae_dirs, limit=30), model=lm)
     top = run_ingest(
-        wh, config(tiny_model_dir, tiny_sae_dirs, limit=30, features="topk:5"), model=lm
+        wh, config(tiny_model_dir, tiny_sae_dirs, limit=30, features="topk", topk=5), model=lm
     )
     want = wh.sql(
         "SELECT phrase_id, layer, feature FROM (SELECT *, row_number() OVER (PARTITION BY "
@@ -431,7 +432,7 @@ def test_shards_partition_the_phrases(corpus_wh, lm, tiny_model_dir, tiny_sae_di
     runs = [
         run_ingest(
             corpus_wh,
-            config(tiny_model_dir, tiny_sae_dirs, layers=[0], shard=f"{i}/3", langs=["en", "hi"]),
+            config(tiny_model_dir, tiny_sae_dirs, layers=[0], shard=(i, 3), langs=["en", "hi"]),
             model=lm,
         )
         for i in range(3)
@@ -445,7 +446,16 @@ def test_shards_partition_the_phrases(corpus_wh, lm, tiny_model_dir, tiny_sae_di
     assert sets[0] | sets[1] | sets[2] == want
 
 
-@pytest.mark.parametrize("bad", [{"features": "top:3"}, {"shard": "3/3"}, {"batch_size": 0}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"features": "top"},
+        {"features": "topk"},
+        {"features": "topk", "topk": 0},
+        {"shard": (3, 3)},
+        {"batch_size": 0},
+    ],
+)
 def test_bad_config_refused(bad, tiny_model_dir):
     with pytest.raises(XlingError):
         IngestConfig(model=str(tiny_model_dir), **bad)
@@ -509,3 +519,15 @@ def test_gemma3_270m_ingest(tmp_path):
     )
     np.testing.assert_allclose(vec, hs[0][1:].mean(0), rtol=1e-3, atol=1e-3)
     assert os.path.isdir(lm.source)
+
+
+def test_config_round_trips_and_refuses_unknown_keys(tiny_model_dir):
+    cfg = IngestConfig(model=str(tiny_model_dir), features="topk", topk=4, shard=(1, 3))
+    back = IngestConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.shard == (1, 3)
+    assert "device" not in cfg.definition() and cfg.runtime()["batch_size"] == 32
+    # configs stored before the fields were typed
+    old = IngestConfig.from_dict({"model": "m", "features": "topk:7", "shard": "0/2"})
+    assert (old.features, old.topk, old.shard) == ("topk", 7, (0, 2))
+    with pytest.raises(XlingError, match="unknown ingest config key"):
+        IngestConfig.from_dict({"model": "m", "batchsize": 8})

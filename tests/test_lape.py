@@ -144,3 +144,55 @@ def test_lape_errors(wh):
     )
     with pytest.raises(XlingError, match="run 2 has no neuron stats; ingest with --neurons"):
         queries.lape(wh, kind="neurons", run=2)
+
+
+def test_lape_on_a_killed_runs_unmerged_rows_equals_lape_on_them_merged(corpus_wh, tiny_model_dir):
+    """A run killed mid-way keeps one partial neuron_stats row per committed chunk (the merge
+    happens when a run finishes). LAPE over those rows equals LAPE over the same rows summed
+    into one row per key, and p is Σ n_positive / Σ n_tokens over the raw rows."""
+    from xling.ingest.runner import IngestConfig, run_ingest
+
+    wh = corpus_wh
+    seen = []
+
+    def kill_after_four_batches(state):
+        seen.append(state.done)
+        if len(seen) == 4:
+            raise KeyboardInterrupt
+
+    # residual rows count toward chunk_rows: every batch is committed as its own chunk
+    config = IngestConfig(
+        model=str(tiny_model_dir), neurons=True, residuals=True, batch_size=10, chunk_rows=1
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_ingest(wh, config, kill_after_four_batches)
+    (killed,) = wh.con.execute("SELECT run_id FROM runs WHERE status = 'failed'").fetchone()
+    raw = wh.sql("SELECT * FROM neuron_stats WHERE run_id = ?", [killed])
+    keys = ["lang", "layer", "neuron"]
+    assert len(raw) > len(raw.drop_duplicates(keys))  # several partial rows per key
+    merged = raw.groupby(keys, as_index=False)[["n_tokens", "n_positive", "act_sum"]].sum()
+    with wh.transaction() as con:
+        con.execute(
+            "INSERT INTO runs (run_id, model_id, status, config) VALUES (99, 1, 'finished', '{}')"
+        )
+        con.register("merged_rows", merged.assign(run_id=99))
+        con.execute("INSERT INTO neuron_stats BY NAME SELECT * FROM merged_rows")
+        con.unregister("merged_rows")
+    probs = "SELECT layer, unit, lang, n_positive, n_tokens, p FROM lape_probs "
+    order = " ORDER BY layer, unit, lang"
+    a = wh.sql(f"{probs} WHERE run_id = ? AND kind = 'neurons'{order}", [killed])
+    b = wh.sql(f"{probs} WHERE run_id = 99 AND kind = 'neurons'{order}")
+    assert len(a) == len(merged) and a.equals(b)
+    # p from the raw rows, independently of the view
+    expected = merged.sort_values(["layer", "neuron", "lang"])
+    np.testing.assert_allclose(
+        a["p"].to_numpy(), (expected["n_positive"] / expected["n_tokens"]).to_numpy(), rtol=1e-12
+    )
+    # The tiny model's neurons are not language-specific: a low bar selects some anyway.
+    lape_a = queries.lape(wh, kind="neurons", top_rate=0.5, filter_rate=0.3, run=killed)
+    lape_b = queries.lape(wh, kind="neurons", top_rate=0.5, filter_rate=0.3, run=99)
+    assert len(lape_a) > 0
+    keys = ["layer", "neuron", "lang"]
+    assert lape_a[keys].reset_index(drop=True).equals(lape_b[keys].reset_index(drop=True))
+    for col in ("p", "entropy"):  # window sums may add in another order: equal to rounding
+        np.testing.assert_allclose(lape_a[col], lape_b[col], rtol=1e-12, atol=1e-15)

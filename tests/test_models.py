@@ -3,6 +3,7 @@ sources (directory, template, registered), and the GGUF cache on the real Gemma 
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -106,3 +107,34 @@ def test_gemma3_gguf_converted_once(tmp_path, monkeypatch):
         torch.testing.assert_close(x, y)
     again = load_model("gemma3-270m")  # from the cache this time
     assert again.source == str(d)
+
+
+def test_gguf_cache_is_keyed_on_content_not_name_and_size(tmp_path, monkeypatch, tiny_model_dir):
+    """Two GGUF files with the same name and size but different bytes never share a converted
+    cache: a file of zeros is read (and refused), not served another model's weights."""
+    import numpy as np
+
+    from xling.ingest.models import gguf_cache_dir, gguf_sha256
+
+    monkeypatch.setenv("XLING_HOME", str(tmp_path / "home"))
+    real, zeros = tmp_path / "a" / "model.gguf", tmp_path / "b" / "model.gguf"
+    real.parent.mkdir()
+    zeros.parent.mkdir()
+    real.write_bytes(np.random.default_rng(0).bytes(4096))
+    zeros.write_bytes(bytes(4096))
+    sha = gguf_sha256(real)
+    # `real`'s conversion is already cached (the tiny model stands in for its weights).
+    cached = gguf_cache_dir(real, sha)
+    shutil.copytree(tiny_model_dir, cached)
+    (cached / ".xling-complete").write_text(f"{sha}\n{real}\n")
+    assert load_model(str(real)).source == str(cached)
+    with pytest.raises(XlingError, match="not a GGUF file"):
+        load_model(str(zeros))
+    assert gguf_cache_dir(zeros, gguf_sha256(zeros)) != cached
+    assert sorted(p.name for p in (tmp_path / "home" / "models").iterdir()) == sorted(
+        [cached.name, "gguf-sha256.json"]
+    )
+    # The hash is remembered per (path, size, mtime): a rewritten file is hashed again.
+    zeros.write_bytes(real.read_bytes())
+    os.utime(zeros, ns=(10**18, 10**18))  # a distinct mtime whatever the clock's resolution
+    assert gguf_sha256(zeros) == sha

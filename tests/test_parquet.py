@@ -131,12 +131,19 @@ def _part(ids: list[int], scale_by: float) -> dict[str, pa.Table]:
 @pytest.fixture
 def pending_run(wh):
     """A registered run of phrases 1-4 with no rows yet (what the Ray driver leaves)."""
-    wh.con.execute("INSERT INTO models (name, n_layers, d_model) VALUES ('m', 2, 4)")
-    wh.con.execute(
-        "INSERT INTO runs (model_id, status, config, n_phrases, n_rows) "
-        "VALUES (1, 'running', ?, 0, 0)",
-        [json.dumps({"n_selected": 4, "layers": [0, 1]})],
-    )
+    from xling.warehouse import catalog
+
+    with wh.transaction() as con:
+        model_id = catalog.register_model(
+            con, catalog.ModelFacts(name="m", revision=None, adapter=None, n_layers=2, d_model=4)
+        )
+        catalog.create_run(
+            con,
+            model_id,
+            catalog.NewRun(
+                config={"layers": [0, 1]}, layers={0: None, 1: None}, engine="ray", n_selected=4
+            ),
+        )
     return wh
 
 

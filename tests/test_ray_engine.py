@@ -86,3 +86,69 @@ def test_neurons_refused_before_anything_is_written(both, tiny_model_dir):
             RayOptions(parts=str(parts)),
         )
     assert remote.scalar("SELECT count(*) FROM runs") == runs
+
+
+@pytest.fixture(scope="module")
+def tuned_inputs(tmp_path_factory, tiny_model_dir):
+    """A LoRA on the tiny model (random, non-zero B so it changes the activations) and a
+    steering recipe adding a constant to the residual stream at layer 1."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = get_peft_model(
+        base,
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False),
+    )
+    out = tmp_path_factory.mktemp("lora") / "lora"
+    lora.save_pretrained(out)
+    from xling.ingest.steering import Edit, SteeringRecipe
+
+    recipe = SteeringRecipe(
+        name="push",
+        kind="residual",
+        config={"lang": "hi", "alpha": 1.0, "run": 0},
+        model="tiny",
+        edits=[Edit(site="resid_post", layer=1, op="add", values=[0.5] * 64)],
+    )
+    return out, recipe
+
+
+@pytest.mark.parametrize("change", ["adapter", "steer"])
+def test_ray_rows_equal_local_rows_with_adapter_and_steering(
+    change, ray_cluster, tmp_path, tiny_model_dir, tiny_sae_dirs, tuned_inputs
+):
+    """A Ray actor loads the model as the local engine does: adapter merged, steering hooked in
+    (the rows differ from the base model's, and are the local engine's rows exactly)."""
+    lora_dir, recipe = tuned_inputs
+    wh = Warehouse(tmp_path / "w.duckdb")
+    insert_phrases(wh, cldr_phrases(3))
+    wh.con.execute(
+        "INSERT INTO interventions (name, kind, config) VALUES (?, ?, ?)",
+        [recipe.name, recipe.kind, recipe.to_json()],
+    )
+    common = dict(model=str(tiny_model_dir), sae_dir=str(tiny_sae_dirs[0].parent), residuals=True)
+    extra = {"adapter": str(lora_dir)} if change == "adapter" else {"steer": "push"}
+    base = run_ingest(wh, IngestConfig(**common, batch_size=8))
+    local = run_ingest(wh, IngestConfig(**common, **extra, batch_size=8))
+    ray_run, result = run_ingest_ray(
+        wh, IngestConfig(**common, **extra, batch_size=8), RayOptions(parts=str(tmp_path / "p"))
+    )
+    assert result.finished
+    for query, order in ((FEATURES, "phrase_id, layer, feature"), (RESIDUALS, "phrase_id, layer")):
+        rows = {
+            run: wh.sql(f"{query} WHERE run_id = ? ORDER BY {order}", [run])
+            for run in (base, local, ray_run)
+        }
+        assert len(rows[local]) > 0
+        assert rows[ray_run].equals(rows[local])
+        assert not rows[local].equals(rows[base])
+    record = wh.run(ray_run)
+    assert record.engine == "ray"
+    if change == "adapter":
+        assert record.adapter == str(lora_dir.resolve())
+    else:
+        assert record.steer == "push" and record.config["steering"]["edits"][0]["layer"] == 1
+    wh.close()

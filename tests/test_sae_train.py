@@ -85,6 +85,18 @@ def test_train_register_and_metrics(big_corpus_wh, lm, tiny_model_dir, tmp_path)
     recorded = wh.run(run)["config"]["saes"]
     assert [(s["layer"], s["path"]) for s in recorded] == [(t.layer, t.path) for t in trained]
     assert wh.scalar("SELECT count(DISTINCT layer) FROM feature_acts WHERE run_id = ?", [run]) == 2
+    # Loading the trained SAEs registers nothing new: the run uses the rows training wrote,
+    # with their explained variance and L0.
+    assert wh.scalar("SELECT count(*) FROM saes") == 2
+    assert [s["sae_id"] for s in recorded] == [t.sae_id for t in trained]
+    used = wh.sql(
+        "SELECT s.explained_variance, s.l0 FROM run_layers l JOIN saes s USING (sae_id) "
+        "WHERE l.run_id = ? ORDER BY l.layer",
+        [run],
+    )
+    assert len(used) == 2 and used.notna().all().all()
+    job = wh.sql("SELECT kind, config FROM jobs")
+    assert list(job.kind) == ["sae-train"] and json.loads(job.config[0])["k"] == 8
 
 
 def test_train_standard_l1(big_corpus_wh, lm, tiny_model_dir, tmp_path):

@@ -419,17 +419,17 @@ def test_bad_arguments_are_one_line_errors(toy_wh):
 def test_origin_layer_without_origins_says_where_they_are(toy_wh):
     wh, _ = toy_wh
     wh.con.execute("INSERT INTO feature_acts VALUES (1, 1, 2, 5, 1.0, 1.0, 1)")
-    wh.con.execute("""UPDATE runs SET config = '{"layers": [0, 1, 2]}' WHERE run_id = 1""")
+    wh.con.execute("INSERT INTO run_layers VALUES (1, 2, 1002)")  # the run's layers: 0-2
     with pytest.raises(XlingError, match=r"origin feature at layer 2 \(origins are at layers 0-1"):
         queries.gap(wh, run=1, layer=2, mode="origin")
     assert not queries.gap(wh, run=1, layer=2, mode="english-topk").empty
 
 
-def test_run_layers_from_config_or_scan(toy_wh):
+def test_run_layers_from_catalog_or_scan(toy_wh):
     wh, _ = toy_wh
-    assert queries.run_layers(wh, 1) == [0, 1]  # config saes
-    assert queries.run_layers(wh, 2) == [0, 1]  # config layers
-    wh.con.execute("UPDATE runs SET config = '{}' WHERE run_id = 2")
+    assert queries.run_layers(wh, 1) == [0, 1]  # run_layers (from config saes)
+    assert queries.run_layers(wh, 2) == [0, 1]  # run_layers (from config layers)
+    wh.con.execute("DELETE FROM run_layers WHERE run_id = 2")
     assert queries.run_layers(wh, 2) == [0, 1]  # scanned
     assert queries.span([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
 

@@ -8,7 +8,6 @@ they are filled or read. The metrics are functions of `xling.analysis` that take
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,8 +17,9 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from xling.warehouse import catalog
+from xling.warehouse.catalog import RunRecord
 from xling.warehouse.connection import connect, default_db_path
-from xling.warehouse.errors import XlingError
 
 
 class Warehouse:
@@ -84,61 +84,27 @@ class Warehouse:
             "duckdb://", creator=lambda: ConnectionWrapper(self.con.cursor())
         )
 
-    # -- catalog ----------------------------------------------------------------------
+    # -- catalog (warehouse/catalog.py owns the rows) ---------------------------------
     def runs(self) -> pd.DataFrame:
         return self.sql(
-            "SELECT r.run_id, m.name AS model, m.adapter, r.status, r.n_phrases, r.n_rows, "
-            "r.started_at, r.finished_at FROM runs r JOIN models m USING (model_id) "
-            "ORDER BY r.run_id"
+            "SELECT r.run_id, m.name AS model, coalesce(r.adapter, m.adapter) AS adapter, "
+            "r.status, r.n_phrases, r.n_rows, r.started_at, r.finished_at "
+            "FROM runs r JOIN models m USING (model_id) ORDER BY r.run_id"
         )
 
-    def run(self, run_id: int) -> dict[str, Any]:
-        rows = self.con.execute(
-            "SELECT r.run_id, r.model_id, m.name, m.adapter, r.status, r.config, r.n_phrases, "
-            "r.n_rows, r.started_at, r.finished_at FROM runs r JOIN models m USING (model_id) "
-            "WHERE r.run_id = ?",
-            [run_id],
-        ).fetchall()
-        if not rows:
-            raise XlingError(f"no run {run_id}; `xling runs list` shows the runs")
-        keys = [
-            "run_id",
-            "model_id",
-            "model",
-            "adapter",
-            "status",
-            "config",
-            "n_phrases",
-            "n_rows",
-            "started_at",
-            "finished_at",
-        ]
-        out = dict(zip(keys, rows[0], strict=True))
-        out["config"] = json.loads(out["config"])
-        return out
+    def run(self, run_id: int) -> RunRecord:
+        """The run's typed record (`record["status"]` reads a field too)."""
+        return catalog.get_run(self.con, run_id)
 
-    def resolve_run(self, run_id: int | None) -> int:
-        """`run_id` checked to exist, or the latest finished run."""
-        if run_id is not None:
-            self.run(run_id)
-            return run_id
-        latest = self.scalar("SELECT max(run_id) FROM runs WHERE status = 'finished'")
-        if latest is None:
-            raise XlingError("no finished run in the warehouse; run `xling ingest` first")
-        return int(latest)
+    def resolve_run(self, run_id: int | None, needs: str | None = None) -> int:
+        """`run_id` checked to exist, or the newest finished run without adapter or steering;
+        `needs` (features | residuals | neurons) also checks the run holds it."""
+        return catalog.resolve_run(self.con, run_id, needs)
 
     def delete_run(self, run_id: int) -> None:
         self.run(run_id)
         with self.transaction() as con:
-            for table in (
-                "feature_acts",
-                "residuals",
-                "neuron_stats",
-                "phrase_tokens",
-                "run_chunks",
-                "runs",
-            ):
-                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            catalog.delete_run(con, run_id)
 
     def languages(self) -> pd.DataFrame:
         return self.sql("SELECT lang, name, resource_group FROM languages ORDER BY lang")

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from xling.warehouse import catalog
 from xling.warehouse.connection import install_views, migrate
 from xling.warehouse.errors import XlingError
 from xling.warehouse.layout import order_run_rows
@@ -72,7 +73,10 @@ def export_parquet(wh: Warehouse, out_dir: str | os.PathLike, run: int | None = 
         wh.run(run)  # unknown run -> one line
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as err:
+        raise XlingError(f"cannot create --out {out}: {err.strerror or err}") from None
     try:
         tables = _tables(wh.con)
         manifest: dict = {"format": 1, "run": run, "tables": {}}
@@ -267,14 +271,11 @@ def import_parts(wh: Warehouse, parts_dir: str | os.PathLike, run_id: int) -> Im
         done = wh.scalar("SELECT count(*) FROM phrase_tokens WHERE run_id = ?", [run_id])
         if had_rows > replaced:
             order_run_rows(con, run_id)  # earlier imports' rows and these: one layer order
-        total = int(run["config"].get("n_selected", done))
+        total = run.n_selected if run.n_selected is not None else int(done)
         finished = done >= total
-        con.execute(
-            "UPDATE runs SET n_phrases = ?, n_rows = ?, status = CASE WHEN ? THEN 'finished' "
-            "ELSE status END, finished_at = CASE WHEN ? THEN current_timestamp "
-            "ELSE finished_at END, note = CASE WHEN ? THEN NULL ELSE note END WHERE run_id = ?",
-            [done, n_rows, finished, finished, finished, run_id],
-        )
+        catalog.set_counts(con, run_id, int(done), int(n_rows))
+        if finished:
+            catalog.finish_run(con, run_id)
     rows = int(
         sum(
             pq.read_metadata(root / "feature_acts" / f"{n}.parquet").num_rows

@@ -2,7 +2,7 @@
 -- (run_id, layer, lang, task, metric) pairing the language's activation score
 -- act_score = A(L, l) and gap_vs_en_pct (from gap_by_lang) with the benchmark value of the
 -- run's model in that language, measured under the run's steering (benchmarks.steer = the
--- run's config.steer, both NULL when none). Filter with WHERE run_id = ? AND task = ? AND
+-- run's runs.steer, both NULL when none). Filter with WHERE run_id = ? AND task = ? AND
 -- metric = ?; add lang <> 'en' against gap_vs_en_pct (English's gap is 0 by definition).
 -- Languages without a benchmark score, or without an activation score in the run, have no
 -- row. Pearson's r per layer:
@@ -22,7 +22,7 @@ FROM gap_by_lang(mode := mode, stat := stat, k := k, at_run := at_run,
                  at_layer := at_layer) g
 JOIN runs r USING (run_id)
 JOIN benchmarks b ON b.model_id = r.model_id AND b.lang = g.lang
-                 AND b.steer IS NOT DISTINCT FROM json_extract_string(r.config, '$.steer');
+                 AND b.steer IS NOT DISTINCT FROM r.steer;
 
 CREATE OR REPLACE VIEW gap_vs_benchmark WITH (DEFER_BINDING) AS
 SELECT * FROM gap_vs_benchmark();

@@ -6,6 +6,8 @@
 -- over the language's phrases in the run; absent feature_acts rows count 0. A unit is in the
 -- grid when it has a row in any language (features that never fire in the run are not, and
 -- would be dropped by LAPE's filter anyway). Filter with WHERE run_id = ? AND kind = ?.
+-- neuron_stats is summed per (run, lang, layer, neuron) first: a run killed before its end
+-- holds one partial row per committed chunk, and its counts are those rows' sums.
 -- lape_selected applies the selection.
 CREATE OR REPLACE VIEW lape_probs WITH (DEFER_BINDING) AS
 WITH feature_langs AS (
@@ -20,17 +22,23 @@ features AS (
     JOIN feature_langs l USING (run_id)
     LEFT JOIN feature_lang_stats s USING (run_id, layer, feature, lang)
 ),
+neuron_sums AS (
+    SELECT run_id, lang, layer, neuron, sum(n_tokens) AS n_tokens,
+           sum(n_positive) AS n_positive
+    FROM neuron_stats
+    GROUP BY ALL
+),
 neuron_langs AS (
     SELECT run_id, layer, lang, max(n_tokens) AS n_tokens
-    FROM neuron_stats
+    FROM neuron_sums
     GROUP BY ALL
 ),
 neurons AS (
     SELECT 'neurons' AS kind, u.run_id, u.layer, u.neuron AS unit, l.lang,
            coalesce(s.n_positive, 0) AS n_positive, l.n_tokens
-    FROM (SELECT DISTINCT run_id, layer, neuron FROM neuron_stats) u
+    FROM (SELECT DISTINCT run_id, layer, neuron FROM neuron_sums) u
     JOIN neuron_langs l USING (run_id, layer)
-    LEFT JOIN neuron_stats s USING (run_id, layer, neuron, lang)
+    LEFT JOIN neuron_sums s USING (run_id, layer, neuron, lang)
 )
 SELECT kind, run_id, layer, unit, lang, n_positive::BIGINT AS n_positive,
        n_tokens::BIGINT AS n_tokens, n_positive / n_tokens AS p

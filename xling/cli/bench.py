@@ -22,6 +22,18 @@ SteerOpt = Annotated[
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
+RevisionOpt = Annotated[
+    str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit).")
+]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust-remote-code", help="Run the model repository's own Python code.")
+]
+PickleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-pickle", help="Allow .bin (pickle) checkpoints; only safetensors otherwise."
+    ),
+]
 
 
 def _warn_skipped(skipped: dict[str, str]) -> None:
@@ -88,6 +100,9 @@ def run(
     batch_size: BatchOpt = 16,
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "auto",
+    revision: RevisionOpt = None,
+    trust_remote_code: TrustOpt = False,
+    allow_pickle: PickleOpt = False,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -115,6 +130,9 @@ def run(
         dtype=dtype,
         device=device,
         out=str(out) if out else None,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
     )
     with open_warehouse(db, read_only=False) as wh:
         result = bench_run(wh, cfg)
@@ -152,6 +170,9 @@ def bpb(
     batch_size: BatchOpt = 16,
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "auto",
+    revision: RevisionOpt = None,
+    trust_remote_code: TrustOpt = False,
+    allow_pickle: PickleOpt = False,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -172,6 +193,9 @@ def bpb(
         batch_size=batch_size,
         dtype=dtype,
         device=device,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
     )
     with open_warehouse(db, read_only=False) as wh:
         table = bench_bpb(wh, cfg)

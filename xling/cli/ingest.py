@@ -187,7 +187,13 @@ def ingest(
     db: DbOpt = None,
 ) -> None:
     """Run a model and its SAEs over the corpus; store pooled activations in the warehouse."""
-    from xling.ingest.runner import IngestConfig, resume_ingest, run_ingest
+    from xling.ingest.runner import (
+        IngestConfig,
+        parse_features,
+        parse_shard,
+        resume_ingest,
+        run_ingest,
+    )
     from xling.warehouse.errors import XlingError
 
     with open_warehouse(db, read_only=False) as wh:
@@ -198,6 +204,7 @@ def ingest(
             else:
                 if model is None:
                     raise XlingError("pass --model (or --resume RUN)")
+                feature_mode, topk = parse_features(features)
                 config = IngestConfig(
                     model=model,
                     revision=revision,
@@ -209,13 +216,14 @@ def ingest(
                     sae_release=sae_release,
                     sae_id=sae_id,
                     sae_dir=sae_dir,
-                    features=features,
+                    features=feature_mode,
+                    topk=topk,
                     include_bos=include_bos,
                     residuals=residuals,
                     neurons=neurons,
                     langs=parse_list(langs),
                     limit=limit,
-                    shard=shard,
+                    shard=parse_shard(shard) if shard is not None else None,
                     batch_size=32 if batch_size is None else batch_size,
                     max_tokens=max_tokens,
                     chunk_rows=chunk_rows,
@@ -239,6 +247,6 @@ def ingest(
         run = wh.run(run_id)
     seconds = time.monotonic() - start
     console().print(
-        f"run {run_id} {run['status']}: {run['n_phrases']:,} phrases, {run['n_rows']:,} feature "
-        f"rows in {seconds:.1f} s ({run['n_phrases'] / max(seconds, 1e-9):,.1f} phrases/s)"
+        f"run {run_id} {run.status}: {run.n_phrases:,} phrases, {run.n_rows:,} feature "
+        f"rows in {seconds:.1f} s ({run.n_phrases / max(seconds, 1e-9):,.1f} phrases/s)"
     )

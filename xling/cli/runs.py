@@ -32,7 +32,7 @@ def list_runs(db: DbOpt = None, fmt: FormatOpt = Format.table) -> None:
 def show(run_id: Annotated[int, typer.Argument(help="Run id.")], db: DbOpt = None) -> None:
     """A run's full record, config included, as JSON."""
     with open_warehouse(db) as wh:
-        typer.echo(json.dumps(wh.run(run_id), indent=2, default=str))
+        typer.echo(json.dumps(wh.run(run_id).to_dict(), indent=2, default=str))
 
 
 @app.command("delete")
