@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from xling.ingest.corpus import READ_ERRORS, LoadResult, expand_paths, load_phrases, open_bytes
+from xling.ingest.corpus_files import READ_ERRORS, expand_paths, open_bytes
+from xling.ingest.corpus_load import LoadResult, load_phrases
 from xling.warehouse.errors import XlingError
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from xling.ingest.corpus import LoadResult, known_languages, load_phrases
+from xling.ingest.corpus_load import LoadResult, load_phrases
+from xling.ingest.languages import known_languages
 from xling.warehouse.errors import XlingError, missing_extra
 
 if TYPE_CHECKING:
