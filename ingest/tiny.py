@@ -1,17 +1,19 @@
 """A tiny Gemma 3 causal LM, its tokenizer and per-layer sae-lens SAEs, built offline and seeded.
 
 Everything here is real (transformers' Gemma3ForCausalLM, a `tokenizers` byte-level BPE trained
-on the fly, sae-lens StandardSAE / JumpReLUSAE saved with `save_model`), only small, so tests
-exercise the same code paths as Gemma 3 270M with Gemma Scope-style SAEs in well under a second
-per forward pass. The text is real aligned CLDR names (Babel) in the ten languages of the paper.
+on the fly, sae-lens StandardSAE / JumpReLUSAE saved with `save_model`), only small, so the
+tests and the benchmarks exercise the same code paths as Gemma 3 270M with Gemma Scope-style
+SAEs in well under a second per forward pass. The text is real aligned CLDR names (Babel) in
+the ten languages of the paper.
 
     build_tiny_model(dir)          -> dir, loadable with AutoModelForCausalLM / AutoTokenizer
     build_tiny_saes(dir)           -> {layer: sae-lens directory}
     cldr_phrases(n_groups)         -> pyarrow Table ready for `phrases` (aligned groups)
     insert_phrases(wh, table)      -> phrases appended to a warehouse
 
-tests/conftest.py turns these into the session fixtures `tiny_model_dir`, `tiny_sae_dirs` and
-the per-test `corpus_wh` (a warehouse holding a small aligned corpus).
+It lives in the package (not under tests/) so bench/ and tests/ both import it without
+editing sys.path; tests/conftest.py builds it once per test session. torch, transformers,
+tokenizers and sae_lens load inside the functions, so importing this module costs nothing.
 """
 
 from __future__ import annotations
