@@ -36,7 +36,7 @@ def scores_from_csv(
     if model is None and "model" not in header:
         missing.insert(0, "model")
     if unknown or missing:
-        problem = f"unknown column '{unknown[0]}'" if unknown else f"no '{missing[0]}' column"
+        problem = f"unknown column {unknown[0]!r}" if unknown else f"no '{missing[0]}' column"
         raise XlingError(
             f"{path}: {problem}; columns are {', '.join(CSV_COLUMNS)} "
             "(model may be omitted with --model; stderr and n are optional)"

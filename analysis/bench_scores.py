@@ -67,7 +67,8 @@ def resolve_model(wh, model: str, adapter: str | None = None) -> int:
     ]
     if len(ids) == 1:
         return ids[0]
-    what = f"'{model}'" + (f" with adapter {adapter}" if adapter else "")
+    # repr: a name read from a file may hold a line break, and the error stays one line.
+    what = repr(model) + (f" with adapter {adapter!r}" if adapter else "")
     if not ids:
         raise XlingError(
             f"no model {what} in the warehouse; ingest it first, or pass --model with the name "

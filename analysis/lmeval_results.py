@@ -47,10 +47,14 @@ def split_task_name(name: str, known_langs: Iterable[str] = ()) -> tuple[str, st
 
 
 def _number(value: Any) -> float | None:
-    """A JSON number as float; None for "N/A", null and other non-numbers."""
+    """A JSON number as float; None for "N/A", null and other non-numbers. An integer too
+    large for a float (JSON has no limit) is infinite, so it is refused like one."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _metric_values(entry: dict[str, Any]) -> dict[str, tuple[float, float | None]]:
@@ -90,17 +94,52 @@ def _weighted_fold(
         value = sum(v * n for v, n in zip(values, sizes, strict=True)) / total
         stderr = None
         if all(s is not None for s in stderrs) and total > len(sizes):
-            pooled = sum((n - 1) * s**2 * n for s, n in zip(stderrs, sizes, strict=True))
-            stderr = math.sqrt(pooled / (total - len(sizes)) / total)
+            pooled = sum((n - 1) * s * s * n for s, n in zip(stderrs, sizes, strict=True))
+            stderr = _finite(math.sqrt(pooled / (total - len(sizes)) / total))
         return value, stderr, total
     stderr = None
     if all(s is not None for s in stderrs):
-        stderr = math.sqrt(sum(s**2 for s in stderrs)) / len(stderrs)
+        stderr = _finite(math.sqrt(sum(s * s for s in stderrs)) / len(stderrs))
     return sum(values) / len(values), stderr, None
 
 
+def _finite(x: float) -> float | None:
+    # s * s rather than s**2: a float power overflows with an exception, a product with inf.
+    return x if math.isfinite(x) else None
+
+
+# Deeper group nesting than any lm-eval suite has; a deeper file is broken, not ambitious.
+MAX_GROUP_DEPTH = 64
+_INT64_MAX = 2**63 - 1  # benchmarks.n_samples is a BIGINT
+_INT32_MAX = 2**31 - 1  # benchmarks.num_fewshot is an INTEGER
+
+
+def _section(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """`doc[key]` as an object ({} when absent or null), or XlingError naming the section."""
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise XlingError(
+            f"{where}: '{key}' is a {type(value).__name__}, not an object as lm-eval writes it"
+        )
+    return value
+
+
+def _count(value: Any, what: str, where: str, limit: int) -> int | None:
+    """A JSON integer in 0..limit (None when absent), or XlingError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise XlingError(f"{where}: {what} is {str(value)[:40]!r}, not a count from 0 to {limit}")
+    return value
+
+
 class _LmevalResults:
-    """One lm-eval results document, walked from its top-level tasks and groups."""
+    """One lm-eval results document, walked from its top-level tasks and groups.
+
+    Every section is checked on construction (objects where lm-eval writes objects, subtask
+    lists of names, no group that contains itself), so walking it cannot fail later."""
 
     def __init__(self, doc: dict[str, Any], where: str) -> None:
         results = doc.get("results")
@@ -111,15 +150,52 @@ class _LmevalResults:
             )
         self.where = where
         self.entries: dict[str, dict[str, Any]] = {}
-        for section in (results, doc.get("groups") or {}):
+        for section in (results, _section(doc, "groups", where)):
             for name, entry in section.items():
                 if isinstance(entry, dict):
                     self.entries.setdefault(name, {}).update(entry)
-        self.children = {
-            name: list(kids) for name, kids in (doc.get("group_subtasks") or {}).items() if kids
-        }
-        self.n_samples = doc.get("n-samples") or {}
-        self.n_shot = doc.get("n-shot") or {}
+        self.children: dict[str, list[str]] = {}
+        for name, kids in _section(doc, "group_subtasks", where).items():
+            if kids is None:
+                continue
+            if not isinstance(kids, list) or not all(isinstance(k, str) for k in kids):
+                raise XlingError(f"{where}: group_subtasks of {name!r} is not a list of task names")
+            if kids:
+                self.children[name] = list(dict.fromkeys(kids))
+        self._check_nesting()
+        self.n_samples = _section(doc, "n-samples", where)
+        self.n_shot = _section(doc, "n-shot", where)
+
+    def _check_nesting(self) -> None:
+        """Refuse a group that contains itself, or nesting deeper than MAX_GROUP_DEPTH (both
+        would recurse without end); iterative, so the check itself cannot overflow."""
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        for root in self.children:
+            if state.get(root):
+                continue
+            path, stack = [root], [iter(self.children[root])]
+            state[root] = 1
+            while stack:
+                kid = next(stack[-1], None)
+                if kid is None:
+                    state[path.pop()] = 2
+                    stack.pop()
+                    continue
+                if state.get(kid) == 1:
+                    cycle = [*path[path.index(kid) :], kid]
+                    raise XlingError(
+                        f"{self.where}: group_subtasks has a cycle ({' -> '.join(map(repr, cycle))}); "
+                        "a group cannot contain itself"
+                    )
+                if state.get(kid) == 2 or kid not in self.children:
+                    continue
+                if len(path) >= MAX_GROUP_DEPTH:
+                    raise XlingError(
+                        f"{self.where}: group_subtasks nest deeper than {MAX_GROUP_DEPTH} levels"
+                    )
+                state[kid] = 1
+                path.append(kid)
+                stack.append(iter(self.children[kid]))
 
     def roots(self) -> list[str]:
         inner = {kid for kids in self.children.values() for kid in kids}
@@ -134,14 +210,15 @@ class _LmevalResults:
 
     def size(self, name: str) -> int | None:
         counts = self.n_samples.get(name)
-        if isinstance(counts, dict) and isinstance(counts.get("effective"), int):
-            return counts["effective"]
+        if isinstance(counts, dict) and counts.get("effective") is not None:
+            return _count(counts["effective"], f"n-samples of {name!r}", self.where, _INT64_MAX)
         n = self.entries.get(name, {}).get("sample_len")
-        if isinstance(n, int):
-            return n
+        if n is not None:
+            return _count(n, f"sample_len of {name!r}", self.where, _INT64_MAX)
         if name in self.children:
             sizes = [self.size(leaf) for leaf in self.leaves(name)]
-            return sum(sizes) if all(s is not None for s in sizes) else None
+            if all(s is not None for s in sizes):
+                return _count(sum(sizes), f"the sample count of {name!r}", self.where, _INT64_MAX)
         return None
 
     def metrics(self, name: str) -> dict[str, tuple[float, float | None, int | None]]:
@@ -157,11 +234,13 @@ class _LmevalResults:
             n = self.size(leaf)
             for metric, (v, s) in _metric_values(self.entries.get(leaf, {})).items():
                 parts.setdefault(metric, []).append((v, s, n))
-        return {metric: _weighted_fold(p) for metric, p in parts.items()}
+        folded = {metric: _weighted_fold(p) for metric, p in parts.items()}
+        for _, _, n in folded.values():
+            _count(n, f"the sample count of {name!r}", self.where, _INT64_MAX)
+        return folded
 
     def num_fewshot(self, name: str) -> int | None:
-        shots = self.n_shot.get(name)
-        return shots if isinstance(shots, int) and not isinstance(shots, bool) else None
+        return _count(self.n_shot.get(name), f"n-shot of {name!r}", self.where, _INT32_MAX)
 
 
 def scores_from_lmeval(
@@ -197,6 +276,8 @@ def scores_from_lmeval(
         if lang not in known:
             skipped[name] = f"language '{lang}' is not in the warehouse"
             return False
+        if seen.get((task, lang)) == name:
+            return True  # listed by two groups: stored once
         if (task, lang) in seen:
             raise XlingError(
                 f"{where}: lm-eval tasks {seen[task, lang]} and {name} both give {task}/{lang}; "
@@ -241,7 +322,7 @@ def model_of_lmeval(doc: dict[str, Any]) -> tuple[str | None, str | None]:
     return (name if isinstance(name, str) else None), (str(adapter) if adapter else None)
 
 
-def steer_of_lmeval(doc: dict[str, Any]) -> str | None:
+def steer_of_lmeval(doc: dict[str, Any], *, where: str = "results") -> str | None:
     """The intervention a file written by `xling bench run --out` was measured under."""
-    steer = (doc.get("xling") or {}).get("steer")
+    steer = _section(doc, "xling", where).get("steer")
     return steer if isinstance(steer, str) else None
