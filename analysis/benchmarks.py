@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from xling.analysis.lmeval_results import (
     split_task_name,
     steer_of_lmeval,
 )
+from xling.ingest.corpus_files import MAX_INPUT_BYTES, shown
 from xling.warehouse.errors import XlingError
 
 __all__ = [
@@ -88,6 +90,23 @@ def _read_json(path: Path) -> dict[str, Any]:
     return doc
 
 
+def _check_regular_file(path: Path) -> None:
+    """Only regular files of a sane size: a FIFO would block, /dev/zero never end, and a
+    name longer than the filesystem allows is one line, not an OSError."""
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise XlingError(f"no file {shown(path)}") from None
+    except OSError as err:
+        raise XlingError(f"{shown(path)}: cannot read ({err.strerror or err})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise XlingError(f"{shown(path)} is a directory; pass the results files in it")
+    if not stat.S_ISREG(info.st_mode):
+        raise XlingError(f"{shown(path)} is not a regular file (a device, FIFO or socket)")
+    if info.st_size > MAX_INPUT_BYTES:
+        raise XlingError(f"{shown(path)} is larger than {MAX_INPUT_BYTES // 2**30} GiB")
+
+
 def import_files(
     wh, paths: Sequence[str | os.PathLike], *, model: str | None = None
 ) -> ImportReport:
@@ -103,8 +122,7 @@ def import_files(
     tables: list[pa.Table] = []
     for raw in paths:
         path = Path(raw)
-        if not path.is_file():
-            raise XlingError(f"no file {path}")
+        _check_regular_file(path)
         source = str(path.resolve())
         if path.suffix.lower() == ".csv":
             per_model, skipped = scores_from_csv(path, known, model=model)
@@ -121,7 +139,9 @@ def import_files(
             if scores:
                 model_id = resolve_model(wh, name, adapter)
                 tables.append(
-                    scores_table(model_id, scores, source=source, steer=steer_of_lmeval(doc))
+                    scores_table(
+                        model_id, scores, source=source, steer=steer_of_lmeval(doc, where=str(path))
+                    )
                 )
                 report.models.append(name)
         report.skipped.update({f"{path.name}: {task}": why for task, why in skipped.items()})

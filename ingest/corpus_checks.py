@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 # A phrase is a snippet (ingest reads at most --max-tokens tokens of it); a longer text is a
 # broken file far more often than a real phrase, e.g. a quote left open swallowing lines.
 MAX_TEXT_CHARS = 100_000
+# Text that shows nothing: whitespace, zero-width characters (U+200B-U+200D, U+2060, U+FEFF),
+# bidi marks, embeddings and isolates (U+200E/F, U+061C, U+202A-E, U+2066-9), soft hyphens,
+# variation selectors and the combining grapheme joiner. Such a phrase is empty to a reader
+# and tokenises to marks alone, so it is refused as empty text is.
+BLANK = "[\\s\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufe00-\ufe0f\ufeff]*"
 
 
 def _loc(df: pd.DataFrame, i: int) -> str | None:
@@ -42,7 +47,7 @@ def check_rows(wh: Warehouse, df: pd.DataFrame) -> None:
         i = int(np.flatnonzero(bad_group.to_numpy())[0])
         raise XlingError(f"{where(df, i)}empty group_id; every phrase needs a group id")
     text = df["text"]
-    empty = text.isna() | (text.fillna("").astype(str).str.strip() == "")
+    empty = text.isna() | text.fillna("").astype(str).str.fullmatch(BLANK)
     if empty.any():
         i = int(np.flatnonzero(empty.to_numpy())[0])
         raise XlingError(

@@ -52,6 +52,9 @@ class CorpusFormat:
     """Value of `phrases.source` where the file has no `source` column [default: file name]."""
     skip_empty: bool = False
     """Wide files: an empty cell means "no phrase in this language" instead of an error."""
+    langs: list[str] | None = None
+    """Wide files: read exactly these languages' columns [default: every column named like a
+    language code]. Needed when a column such as `id` could be a row id or a language."""
 
     def __post_init__(self) -> None:
         if self.layout not in ("auto", "wide", "long"):
@@ -112,9 +115,13 @@ def _used_columns(
 
 
 def column_list(names: Iterable) -> str:
-    """Column names for a message: plain, or quoted when they hold spaces, commas or line
-    breaks (a message stays one line whatever a header holds)."""
-    return ", ".join(str(n) if re.fullmatch(r"[^\s,'\"]+", str(n)) else repr(str(n)) for n in names)
+    """Column names for a message: plain, or quoted when they hold spaces, commas, line
+    breaks or other control characters (NUL, terminal escapes), which are then escaped, so a
+    message stays one line and prints as it reads whatever a header holds."""
+    return ", ".join(
+        str(n) if re.fullmatch(r"[^\s,'\"]+", str(n)) and str(n).isprintable() else repr(str(n))
+        for n in names
+    )
 
 
 def _require(path: Path, df: pd.DataFrame, needed: Sequence[str], hint: str) -> None:
@@ -158,6 +165,15 @@ def _wide_rows(path: Path, raw: RawTable, fmt: CorpusFormat, languages: set[str]
             "wide files need a column per language such as en, zh (or pass --text-pattern "
             "'phraseWindow_{lang}'), long files need group_id, lang, text"
         )
+    if fmt.langs is not None:
+        absent = [lang for lang in fmt.langs if lang not in lang_cols]
+        if absent:
+            raise XlingError(
+                f"{path}: no column for language(s) {column_list(absent)} named by --langs "
+                f"(has: {column_list(df.columns[:12])})"
+            )
+    else:
+        _refuse_id_like_language(path, raw, fmt, lang_cols)
     if "phrase_id" in df.columns:
         raise XlingError(
             f"{path}: a phrase_id column is ambiguous in a wide file (one row holds several "
@@ -191,6 +207,31 @@ def _wide_rows(path: Path, raw: RawTable, fmt: CorpusFormat, languages: set[str]
     return out
 
 
+# Language codes that are also what files call their row-id column: `id` is Indonesian.
+ID_LIKE_CODES = ("id",)
+
+
+def _refuse_id_like_language(
+    path: Path, raw: RawTable, fmt: CorpusFormat, lang_cols: dict[str, str]
+) -> None:
+    """A wide file's `id` column is read as Indonesian only when that is unambiguous: the
+    file has its group column and the column holds more than integers. Otherwise the user
+    says which it is (--group-col id, or --langs naming the language columns)."""
+    for code in ID_LIKE_CODES:
+        col = lang_cols.get(code)
+        if col is None:
+            continue
+        values = raw.frame[col].dropna().astype(str).str.strip()
+        numbers = bool(len(values)) and bool(values.str.fullmatch(r"-?\d+").all())
+        if fmt.group_col not in raw.frame.columns or numbers:
+            why = "it holds only integers" if numbers else f"the file has no {fmt.group_col} column"
+            raise XlingError(
+                f"{path}: column {col!r} could be row ids or phrases in language {code!r} "
+                f"({why}); pass --group-col {col} if it holds ids, or --langs naming the "
+                f"language columns (e.g. --langs {','.join(lang_cols)})"
+            )
+
+
 def _language_columns(
     columns: Iterable[str], fmt: CorpusFormat, languages: set[str]
 ) -> dict[str, str]:
@@ -213,6 +254,8 @@ def _language_columns(
         if bare and lang not in languages and not re.fullmatch(r"[a-z]{2}", lang):
             continue
         out[lang] = col
+    if fmt.langs is not None:
+        out = {lang: col for lang, col in out.items() if lang in fmt.langs}
     return out
 
 
@@ -238,8 +281,16 @@ def _origin_pair(columns: Iterable[str]) -> tuple[str, str] | None:
 
 
 def as_strings(s: pd.Series) -> pd.Series:
-    """Values as Python strings (numbers in JSON or Parquet become text), nulls as None."""
-    return s.astype(str).astype(object).where(s.notna(), None)
+    """Values as Python strings (numbers in JSON or Parquet become text), nulls as None.
+    Booleans are written as JSON writes them (`true`, not Python's `True`)."""
+    out = s.astype(str).astype(object).where(s.notna(), None)
+    if s.dtype == bool or (
+        s.dtype == object and pd.api.types.infer_dtype(s, skipna=True) not in ("string", "empty")
+    ):
+        is_bool = s.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+        if is_bool.any():
+            out[is_bool] = ["true" if v else "false" for v in s[is_bool]]
+    return out
 
 
 _NOT_TEXT = (dict, list, tuple, bytes, bytearray, np.ndarray)
@@ -256,7 +307,8 @@ def _text_column(path: Path, raw: RawTable, col: str) -> pd.Series:
             value = s.iloc[i]
             kind = "binary" if isinstance(value, bytes | bytearray) else type(value).__name__
             raise XlingError(
-                f"{raw.where(path, i)}: {col} holds a {kind} value ({str(value)[:40]}); "
+                f"{raw.where(path, i)}: {column_list([col])} holds a {kind} value "
+                f"({str(value)[:40]!r}); "
                 "expected text"
             )
     return as_strings(s)

@@ -12,6 +12,7 @@ import glob
 import gzip
 import json
 import os
+import stat
 import warnings
 import zlib
 from collections.abc import Iterable, Sequence
@@ -33,34 +34,71 @@ _CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 _JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
 SUPPORTED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet", ".pq")
+# Files are read whole into memory; a larger one is a mistake (or a disk image) far more often
+# than a corpus.
+MAX_INPUT_BYTES = 32 * 2**30
 
 
 def expand_paths(patterns: Iterable[str | os.PathLike], suffixes: Sequence[str]) -> list[Path]:
-    """Files named by `patterns` (paths or quoted globs), checked to exist and be readable."""
+    """Files named by `patterns` (paths or quoted globs), checked to be regular files of a
+    supported type and size. Devices, FIFOs and sockets are refused: /dev/zero would be read
+    forever, a FIFO would block."""
     out: list[Path] = []
     for pattern in patterns:
         text = str(pattern)
         path = Path(text)
-        if not path.exists() and glob.has_magic(text):
+        if _stat(path) is None and glob.has_magic(text):
             matches = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
             if not matches:
-                raise XlingError(f"no file matches {text}")
+                raise XlingError(f"no file matches {shown(text)}")
             candidates = matches
         else:
             candidates = [path]
         for p in candidates:
-            if not p.exists():
-                raise XlingError(f"{p} does not exist")
-            if p.is_dir():
-                raise XlingError(f"{p} is a directory; pass its files, e.g. {p}/*{suffixes[0]}")
+            info = _stat(p)
+            if info is None:
+                raise XlingError(f"{shown(p)} does not exist")
+            if stat.S_ISDIR(info.st_mode):
+                raise XlingError(
+                    f"{shown(p)} is a directory; pass its files, e.g. {shown(p)}/*{suffixes[0]}"
+                )
+            if not stat.S_ISREG(info.st_mode):
+                raise XlingError(
+                    f"{shown(p)} is not a regular file (a device, FIFO or socket); pass a file"
+                )
+            if info.st_size > MAX_INPUT_BYTES:
+                raise XlingError(
+                    f"{shown(p)} is {info.st_size / 2**30:,.1f} GiB; files are read whole, so "
+                    f"at most {MAX_INPUT_BYTES // 2**30} GiB: split it"
+                )
             if _suffix(p) not in suffixes:
                 raise XlingError(
-                    f"{p}: unsupported file type; use {', '.join(suffixes)} (optionally .gz)"
+                    f"{shown(p)}: unsupported file type; use {', '.join(suffixes)} (optionally .gz)"
                 )
             out.append(p)
     if not out:
         raise XlingError("no input files given")
     return out
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """The file's status, None when there is none (missing, or a path under a regular file);
+    other failures (a name longer than the filesystem allows, no permission) are one line."""
+    try:
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        raise XlingError(f"{shown(path)}: cannot read ({err.strerror or err})") from None
+
+
+def shown(value: object, limit: int = 120) -> str:
+    """A path or value as it may appear in a one-line message: control characters (NUL,
+    terminal escapes, line breaks) written as escapes, and cut to `limit` characters."""
+    text = str(value)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _suffix(path: Path) -> str:
@@ -88,6 +126,19 @@ def first_bad_utf8_line(path: Path) -> int | None:
     except READ_ERRORS:
         return None
     return None
+
+
+def lone_surrogate(line: str, record: object) -> bool:
+    """True when JSON `line`, parsed as `record`, holds a \\uD800-\\uDFFF escape that is
+    not part of a pair: Python keeps it as a lone surrogate, which no UTF-8 writer accepts.
+    Only lines with such an escape are checked further, so the common line costs a search."""
+    if "\\ud" not in line and "\\uD" not in line:
+        return False
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _not_utf8(path: Path) -> XlingError:
@@ -177,6 +228,11 @@ def _read_jsonl(path: Path) -> RawTable:
                     raise XlingError(
                         f"{path} line {number}: invalid JSON ({err.msg}); one object per line"
                     ) from None
+                if lone_surrogate(line, record):
+                    raise XlingError(
+                        f"{path} line {number}: a \\u escape names half a surrogate pair (e.g. "
+                        "\\ud800 alone), which is not a character; fix the text"
+                    )
                 if not isinstance(record, dict):
                     raise XlingError(
                         f"{path} line {number}: expected a JSON object, got {type(record).__name__}"

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -93,8 +94,16 @@ def load_phrases(
     check_ids(wh, df)
     table = _finish(wh, df)
     new_groups = _count_new_groups(wh, table)
-    with wh.transaction() as con:
-        append_arrow(con, "phrases", table)
+    try:
+        with wh.transaction() as con:
+            append_arrow(con, "phrases", table)
+    except (duckdb.IOException, duckdb.TransactionException, OSError) as err:
+        # A full disk (or a file-size limit) fails the insert; DuckDB then refuses the rest of
+        # the transaction, which the rollback ends: the warehouse holds what it held before.
+        raise XlingError(
+            f"cannot write to the warehouse ({_io_cause(err)}); nothing was loaded: free disk "
+            "space and load again"
+        ) from None
     by_lang = df["lang"].value_counts(sort=False).to_dict()
     log.info("loaded %d phrases (%d skipped)", table.num_rows, skipped)
     return LoadResult(
@@ -104,6 +113,16 @@ def load_phrases(
         by_lang={str(k): int(v) for k, v in sorted(by_lang.items())},
         skipped=skipped,
     )
+
+
+def _io_cause(err: BaseException) -> str:
+    """The first line of the write error behind `err` (DuckDB's TransactionException after a
+    failed write only says the transaction is aborted; its context says why)."""
+    seen = err
+    while seen is not None and not isinstance(seen, duckdb.IOException | OSError):
+        seen = seen.__context__
+    text = str(seen or err).strip().splitlines()
+    return (text[0] if text else type(err).__name__).removeprefix("IO Error: ")
 
 
 def _finish(wh: Warehouse, df: pd.DataFrame) -> pa.Table:

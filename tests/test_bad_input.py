@@ -7,8 +7,10 @@ three ingest runs of the tiny model, benchmark scores), snapshotted before and a
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -67,6 +69,9 @@ def _stop_after_first_chunk(p) -> None:
     if p.chunks >= 1:
         raise _Stop
 
+
+# Longer than any filesystem's name limit (255 bytes on ext4, xfs, tmpfs, btrfs).
+LONG_NAME = "/tmp/" + "n" * 300
 
 # A group of the CLDR corpus (every language present) and one holding English only.
 CLDR_GROUP = "lang:aa"
@@ -272,6 +277,43 @@ CASES: list[Case] = [
     _load("empty-text.csv", _csv('g1,en,""'), match="empty text"),
     _load("no-group.csv", _csv(",en,hello"), match="empty group_id"),
     _load("whitespace-only.csv", b"   \n\n  \n", match="empty|missing column"),
+    _load("zero-width.csv", _csv("g1,en,\u200b\u200d\ufeff").decode().encode(), match="empty text"),
+    _load("bidi-only.csv", _csv("g1,en,\u202e\u2066\u200f ").decode().encode(), match="empty text"),
+    # corpus load: what is not a regular file, and names the filesystem refuses
+    Case("corpus-load-dev-zero", ["corpus", "load", "/dev/zero"], match="not a regular file"),
+    Case(
+        "corpus-load-fifo",
+        ["corpus", "load", "{tmp}/pipe.csv"],
+        {"pipe.csv": lambda p, _env: os.mkfifo(p)},
+        match="not a regular file",
+    ),
+    Case("corpus-load-long-name", ["corpus", "load", LONG_NAME + ".csv"], match="too long"),
+    Case(
+        "neuronpedia-long-name", ["corpus", "neuronpedia", LONG_NAME + ".jsonl"], match="too long"
+    ),
+    Case("bench-import-long-name", ["bench", "import", LONG_NAME + ".json"], match="too long"),
+    Case(
+        "bench-import-fifo",
+        ["bench", "import", "{tmp}/pipe.json"],
+        {"pipe.json": lambda p, _env: os.mkfifo(p)},
+        match="not a regular file",
+    ),
+    # corpus load: a lone surrogate escape (valid JSON, not a character)
+    _load(
+        "surrogate.jsonl",
+        b'{"group_id": "g1", "lang": "en", "text": "a \\ud800 b"}\n',
+        match="surrogate",
+    ),
+    # corpus load: a wide file's `id` column, row ids or Indonesian?
+    _load("id-rows.csv", _csv("1,hello,ni hao", header="id,en,zh"), match="could be row ids"),
+    _load(
+        "id-integers.csv",
+        _csv("g1,1,hello", "g2,2,hi", header="group_id,id,en"),
+        match="holds only integers",
+    ),
+    _load(
+        "langs-absent.csv", _csv("g1,hello", header="group_id,en"), "--langs", "en,zh", match="zh"
+    ),
     # corpus load: language codes
     *[
         _load(f"lang-{i}.csv", _csv(f'g1,"{code}",hello'), match="unknown language code")
@@ -387,6 +429,11 @@ CASES: list[Case] = [
     _load("ok2.csv", _csv("g1,hello", header="gid,en"), "--text-pattern", "{{lang", match="{lang}"),
     # corpus neuronpedia
     _neuronpedia("missing.jsonl", _jsonl(_np(tokens=...)), match="missing field"),
+    _neuronpedia(
+        "surrogate.jsonl",
+        _jsonl(_np(tokens=["<bos>", "\udfff", "\u2581red"])),
+        match="surrogate",
+    ),
     _neuronpedia("tokens.jsonl", _jsonl(_np(tokens="the red house")), match="tokens"),
     _neuronpedia("token-int.jsonl", _jsonl(_np(tokens=["a", 1])), match="tokens"),
     _neuronpedia("index-end.jsonl", _jsonl(_np(maxValueTokenIndex=4)), match="outside"),
@@ -936,3 +983,124 @@ def test_translate_never_runs_model_code_even_when_answered_yes(cli, wh, db_path
     assert_one_error_line(res, "own Python code")
     with Warehouse(db_path, read_only=True) as after:
         assert after.scalar("SELECT count(*) FROM phrases") == 1
+
+
+# -- values shown back to the user ------------------------------------------------------------
+
+
+def test_stored_markup_is_shown_as_written(cli, db_path, wh):
+    """A language named `[/x]` crashed `corpus languages list` and `corpus stats` (rich read
+    it as a closing tag) on every later call; `[bold]...` was applied instead of shown."""
+    wh.close()
+    for code, name in (("xa", "[/x]"), ("xb", "[bold]B[/bold]")):
+        assert cli("corpus", "languages", "add", code, name, "--group", "low", "--db", db_path)
+    for args in (["corpus", "languages", "list"], ["corpus", "stats"]):
+        res = cli(*args, "--db", db_path)
+        assert res.exit_code == 0, res.stderr
+        assert "[/x]" in res.stdout and "[bold]B[/bold]" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"group_id,lang,te\x00xt", b"group_id,lang,\x1b[31mtext\x1b[0m", b"group_id,\x1b]0;pwn\x07,x"],
+    ids=["nul", "colour", "title"],
+)
+def test_control_characters_of_a_header_are_not_echoed_raw(cli, db_path, wh, tmp_path, header):
+    wh.close()
+    path = tmp_path / "h.csv"
+    path.write_bytes(header + b"\ng1,en,hello\n")
+    res = cli("corpus", "load", path, "--layout", "long", "--db", db_path)
+    line = assert_one_error_line(res, "missing column")
+    assert "\x00" not in line and "\x1b" not in line and "\x07" not in line
+    assert "\\x1b" in line or "\\x00" in line
+
+
+# -- the machine failing under a load ----------------------------------------------------------
+
+# A child that loads with a file-size limit just above the warehouse's size: its writes then
+# fail with EFBIG, the same failed write(2) a full disk gives (ENOSPC), without filling one.
+_LIMITED_LOAD = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+sys.argv = ["xling", "corpus", "load", *sys.argv[2:]]
+from xling.cli import main
+main()
+"""
+
+
+def _big_long_csv(path: Path, groups: int) -> Path:
+    with path.open("w", encoding="utf-8") as f:
+        f.write("group_id,lang,text\n")
+        f.writelines(f"g{g},en,phrase number {g} of a corpus far too big\n" for g in range(groups))
+    return path
+
+
+def _phrases(db: Path) -> int:
+    with Warehouse(db, read_only=True) as w:
+        return w.scalar("SELECT count(*) FROM phrases")
+
+
+def test_full_disk_during_corpus_load_is_one_line_and_loads_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    db = tmp_path / "w.duckdb"
+    Warehouse(db).close()
+    corpus = _big_long_csv(tmp_path / "big.csv", 200_000)
+    limit = db.stat().st_size + 64 * 1024
+    res = subprocess.run(
+        [sys.executable, "-c", _LIMITED_LOAD, str(limit), str(corpus), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = res.stderr.splitlines()
+    assert res.returncode == 1 and len(lines) == 1, res.stderr[-2000:]
+    assert lines[0].startswith("Error: cannot write to the warehouse"), lines[0]
+    assert "nothing was loaded" in lines[0]
+    assert _phrases(db) == 0
+
+
+def _holds_open(pid: int, path: Path) -> bool:
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if Path(os.readlink(fd)) == path:
+                return True
+    return False
+
+
+def test_ctrl_c_during_corpus_load_is_one_line_and_loads_nothing(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "w.duckdb"
+    Warehouse(db).close()
+    corpus = _big_long_csv(tmp_path / "big.csv", 600_000)
+    xling = Path(sys.executable).with_name("xling")
+    proc = subprocess.Popen(
+        [str(xling), "corpus", "load", str(corpus), "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+    )
+    # Interrupt once the load is under way: the command holds the warehouse open from before
+    # the file is read until the load ends.
+    deadline = time.monotonic() + 120
+    while not _holds_open(proc.pid, db) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert proc.poll() is None, "the load ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    lines = err.splitlines()
+    assert proc.returncode == 1 and lines == ["Error: interrupted; nothing was loaded"], err[-2000:]
+    assert _phrases(db) == 0
