@@ -282,6 +282,12 @@ CASES: list[Case] = [
     # corpus load: what is not a regular file, and names the filesystem refuses
     Case("corpus-load-dev-zero", ["corpus", "load", "/dev/zero"], match="not a regular file"),
     Case(
+        "corpus-load-link-to-dev-zero",
+        ["corpus", "load", "{tmp}/zero.csv"],
+        {"zero.csv": lambda p, _env: p.symlink_to("/dev/zero")},
+        match="not a regular file",
+    ),
+    Case(
         "corpus-load-fifo",
         ["corpus", "load", "{tmp}/pipe.csv"],
         {"pipe.csv": lambda p, _env: os.mkfifo(p)},
