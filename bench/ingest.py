@@ -18,25 +18,16 @@ Prints phrases/s of each and their ratio.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from tinymodel import (
-    build_tiny_model,
-    build_tiny_saes,
-    cldr_phrases,
-    insert_phrases,
-)
-
 from xling.ingest.hooks import capture_blocks, pad_right
 from xling.ingest.models import load_model
 from xling.ingest.runner import IngestConfig, run_ingest
+from xling.ingest.tiny import build_tiny_model, build_tiny_saes, cldr_phrases, insert_phrases
 from xling.warehouse import Warehouse
 
 GEMMA_LAYERS = [0, 4, 8, 12, 17]

@@ -39,15 +39,13 @@ import numpy as np
 import pyarrow as pa
 
 BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(BENCH))
 
 import peer  # noqa: E402
 import query_gap  # noqa: E402
-from tinymodel import build_tiny_model, build_tiny_saes, cldr_names, cldr_phrases  # noqa: E402
 
 from xling.ingest.runner import IngestConfig, run_ingest  # noqa: E402
+from xling.ingest.tiny import build_tiny_model, build_tiny_saes, cldr_names, cldr_phrases  # noqa: E402
 from xling.warehouse import Warehouse  # noqa: E402
 from xling.warehouse.layout import layer_spans, order_run_rows  # noqa: E402
 from xling.warehouse.writer import append_arrow  # noqa: E402

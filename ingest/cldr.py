@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from xling.ingest.corpus import LoadResult, known_languages, load_phrases
+from xling.ingest.corpus_load import LoadResult, load_phrases
+from xling.ingest.languages import known_languages
 from xling.warehouse.errors import XlingError
 
 if TYPE_CHECKING:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from xling.ingest.corpus import READ_ERRORS, LoadResult, expand_paths, load_phrases, open_bytes
+from xling.ingest.corpus_files import READ_ERRORS, expand_paths, lone_surrogate, open_bytes
+from xling.ingest.corpus_load import LoadResult, load_phrases
 from xling.warehouse.errors import XlingError
 
 if TYPE_CHECKING:
@@ -114,6 +115,11 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                         f"{where}: invalid JSON ({err.msg}); Neuronpedia exports hold one "
                         "record per line"
                     ) from None
+                if lone_surrogate(line, record):
+                    raise XlingError(
+                        f"{where}: a \\u escape names half a surrogate pair (e.g. \\ud800 "
+                        "alone), which is not a character; is the file corrupt?"
+                    )
                 yield number, _checked(record, where)
     except READ_ERRORS as err:
         raise XlingError(f"{path}: cannot read ({err}); is the file complete?") from None

@@ -8,6 +8,7 @@ never run. All translations of one call are appended in a single transaction.
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import warnings
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from xling.ingest.corpus import LoadResult, known_languages, load_phrases
+from xling.ingest.corpus_load import LoadResult, load_phrases
+from xling.ingest.languages import known_languages
 from xling.warehouse.errors import XlingError, missing_extra
 
 if TYPE_CHECKING:
@@ -94,14 +96,17 @@ def load_translator(name: str, *, allow_pickle: bool = False, device: str = "cpu
         raise missing_extra("transformers", "models") from None
     if name.startswith(("/", "./", "../")) and not Path(name).is_dir():
         raise XlingError(f"no model directory {name}; check --model-template")
+    _refuse_model_code(name)
     try:
         with warnings.catch_warnings():
             # MarianTokenizer recommends sacremoses, which only normalises punctuation.
             warnings.filterwarnings("ignore", message=".*sacremoses.*")
-            tokenizer = AutoTokenizer.from_pretrained(name)  # never trust_remote_code
+            # trust_remote_code=False, not left unset: unset, transformers asks "Do you wish
+            # to run the custom code? [y/N]" for a model with its own code, and `y` runs it.
+            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
         # use_safetensors=True makes transformers refuse .bin (pickle) weights.
         model = AutoModelForSeq2SeqLM.from_pretrained(
-            name, use_safetensors=None if allow_pickle else True
+            name, use_safetensors=None if allow_pickle else True, trust_remote_code=False
         )
     except (OSError, ValueError, pickle.UnpicklingError) as err:
         # ValueError: transformers refusing a repository's own code; UnpicklingError: torch's
@@ -119,6 +124,30 @@ def load_translator(name: str, *, allow_pickle: bool = False, device: str = "cpu
             ) from None
         raise XlingError(f"cannot load translation model {name}: {detail}") from None
     return model.to(device).eval(), tokenizer
+
+
+def _refuse_model_code(name: str) -> None:
+    """Refuse a model whose config names its own classes (`auto_map`) before transformers
+    sees it: with trust_remote_code=False transformers skips that code but may then load the
+    checkpoint into a generic class, failing later with a message that hides the reason."""
+    from transformers import PretrainedConfig
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(name)
+    except (OSError, ValueError):
+        return  # no readable config: the load itself reports that
+    tokenizer_config = Path(name) / "tokenizer_config.json"
+    custom = "auto_map" in config
+    if not custom and tokenizer_config.is_file():
+        try:
+            custom = "auto_map" in json.loads(tokenizer_config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            custom = False
+    if custom:
+        raise XlingError(
+            f"translation model {name} needs its own Python code to load, which xling never "
+            "runs; use a MarianMT (or other transformers-native) model"
+        )
 
 
 def translate_texts(

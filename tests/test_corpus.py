@@ -435,3 +435,42 @@ def test_is_latin():
     assert [locale_script(x) for x in ("en", "ru", "hi", "ml", "zh")] == [
         "Latn", "Cyrl", "Deva", "Mlym", "Hans",
     ]  # fmt: skip
+
+
+# -- values and columns that could be read two ways ------------------------------------------
+
+
+def test_json_booleans_are_stored_as_json_writes_them(wh, tmp_path):
+    path = tmp_path / "b.jsonl"
+    path.write_text(
+        '{"group_id": "g1", "lang": "en", "text": true}\n'
+        '{"group_id": "g2", "lang": "en", "text": false, "source": true}\n'
+    )
+    load_files(wh, [path])
+    got = wh.sql("SELECT group_id, text, source FROM phrases ORDER BY group_id")
+    assert got.text.tolist() == ["true", "false"]
+    assert got.source.tolist() == ["b.jsonl", "true"]
+
+
+def test_a_wide_id_column_is_read_as_the_user_says(wh, tmp_path):
+    """`id` is the code of Indonesian and the usual name of a row-id column: a file where it
+    could be either is refused (see the bad-input matrix); naming the id column or the
+    language columns settles it."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("id,en,zh\n1,hello,ni hao\n2,bye,zai jian\n")
+    load_files(wh, [rows], CorpusFormat(group_col="id"))
+    got = wh.sql("SELECT group_id, lang, text FROM phrases ORDER BY group_id, lang")
+    assert list(zip(got.group_id, got.lang, got.text, strict=True)) == [
+        ("1", "en", "hello"), ("1", "zh", "ni hao"), ("2", "en", "bye"), ("2", "zh", "zai jian"),
+    ]  # fmt: skip
+    both = tmp_path / "both.csv"
+    both.write_text("group_id,id,en\ng7,7,seven\n")
+    load_files(wh, [both], CorpusFormat(langs=["en"]))
+    assert wh.sql("SELECT lang, text FROM phrases WHERE group_id = 'g7'").values.tolist() == [
+        ["en", "seven"]
+    ]
+    indonesian = tmp_path / "indonesian.csv"
+    indonesian.write_text("group_id,en,id\ng8,house,rumah\n")
+    load_files(wh, [indonesian])
+    got = wh.sql("SELECT lang, text FROM phrases WHERE group_id = 'g8' ORDER BY lang")
+    assert got.values.tolist() == [["en", "house"], ["id", "rumah"]]

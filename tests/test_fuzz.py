@@ -15,7 +15,7 @@ import json
 import math
 
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from xling.warehouse import Warehouse
@@ -51,7 +51,7 @@ CORPUS_COLUMNS = [
 @pytest.fixture(scope="module")
 def fuzz_wh(tmp_path_factory):
     """One warehouse for all examples: a few phrases and a model named `m`."""
-    from tinymodel import cldr_phrases, insert_phrases
+    from xling.ingest.tiny import cldr_phrases, insert_phrases
 
     wh = Warehouse(tmp_path_factory.mktemp("fuzz") / "w.duckdb")
     insert_phrases(wh, cldr_phrases(2))
@@ -324,16 +324,6 @@ metric_keys = st.sampled_from(
 entries = st.dictionaries(metric_keys, json_values | st.floats(), max_size=4) | json_values
 
 
-BENCH_SCHEMA_TYPES = (
-    "analysis/benchmarks.py reads lm-eval's sections without checking their types: "
-    "_LmevalResults.__init__ calls .items()/.get() on `groups`, `group_subtasks`, `n-samples`, "
-    "`n-shot` and list() on each subtask list, steer_of_lmeval .get() on `xling`, and _number() "
-    "float() on ints beyond 1e308, so a malformed file ends in AttributeError/TypeError/"
-    "OverflowError (a traceback) instead of one line. Proposed fix: a helper returning a "
-    "section as a dict ({} when absent) or raising XlingError('<file>: <key> is not an "
-    "object'), subtask lists checked to hold strings, OverflowError caught in _number"
-)
-
 MALFORMED_RESULTS = {
     "groups-list": {"groups": [1]},
     "groups-string": {"groups": "x"},
@@ -346,10 +336,21 @@ MALFORMED_RESULTS = {
     "n-shot-list": {"n-shot": [1]},
     "xling-list": {"xling": [1]},
     "huge-int-score": {"results": {"arc_hi": {"acc,none": 10**400}}},
+    "huge-int-stderr": {"results": {"arc_hi": {"acc,none": 0.5, "acc_stderr,none": 10**400}}},
+    "n-shot-huge": {"n-shot": {"arc_hi": 2**40}},
+    "n-samples-negative": {"n-samples": {"arc_hi": {"effective": -3}}},
+    "group-cycle": {
+        "results": {"arc_hi": {"acc,none": 0.5}, "g": {}, "h": {}},
+        "group_subtasks": {"g": ["h"], "h": ["g", "arc_hi"]},
+    },
+    "group-contains-itself": {"group_subtasks": {"g": ["g", "arc_hi"]}},
+    "groups-nested-3000-deep": {
+        "group_subtasks": {f"g{i}": [f"g{i + 1}"] for i in range(3000)} | {"g3000": ["arc_hi"]}
+    },
+    "group-listed-twice": {"group_subtasks": {"a": ["arc_hi"], "b": ["arc_hi"]}},
 }
 
 
-@pytest.mark.xfail(strict=True, reason=BENCH_SCHEMA_TYPES)
 @pytest.mark.parametrize("change", MALFORMED_RESULTS.values(), ids=MALFORMED_RESULTS)
 def test_lmeval_results_with_malformed_sections(fuzz_wh, fuzz_dir, change):
     from xling.analysis.benchmarks import import_files
@@ -360,12 +361,6 @@ def test_lmeval_results_with_malformed_sections(fuzz_wh, fuzz_dir, change):
     accepts_or_refuses(fuzz_wh, lambda: import_files(fuzz_wh, [path]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="analysis/benchmarks.py scores_from_csv puts a header cell into its error "
-    "unquoted (`unknown column '{unknown[0]}'`), so a header holding a line break makes a "
-    "two-line error; use {unknown[0]!r}",
-)
 def test_score_csv_error_is_one_line_whatever_the_header(fuzz_wh, fuzz_dir):
     from xling.analysis.benchmarks import import_files
 
@@ -374,9 +369,7 @@ def test_score_csv_error_is_one_line_whatever_the_header(fuzz_wh, fuzz_dir):
     accepts_or_refuses(fuzz_wh, lambda: import_files(fuzz_wh, [path]))
 
 
-@pytest.mark.xfail(strict=True, reason=BENCH_SCHEMA_TYPES)
-# Known to fail: stop at the first failure instead of shrinking every distinct one.
-@settings(FUZZ, phases=[Phase.generate], report_multiple_bugs=False)
+@FUZZ
 @given(
     results=st.dictionaries(st.sampled_from(TASKS) | st.text(max_size=10), entries, max_size=4),
     groups=st.none() | st.dictionaries(st.sampled_from(TASKS), entries, max_size=2),

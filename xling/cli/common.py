@@ -70,11 +70,14 @@ def render(
     import math
 
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, show_lines=False)
+    # Text, not str: rich reads markup in strings, so a stored value such as `[/x]` would
+    # crash the table and `[bold]` would be applied instead of shown.
+    table = Table(title=Text(title) if title else None, show_lines=False)
     for col in df.columns:
         numeric = df[col].dtype.kind in "iuf"
-        table.add_column(str(col), justify="right" if numeric else "left")
+        table.add_column(Text(str(col)), justify="right" if numeric else "left")
     for row in df.itertuples(index=False):
         cells = []
         for v in row:
@@ -88,7 +91,7 @@ def render(
                 )
             else:
                 cells.append("" if v is None else str(v))
-        table.add_row(*cells)
+        table.add_row(*map(Text, cells))
     console().print(table)
     if df.empty:
         console(stderr=True).print("(no rows)")

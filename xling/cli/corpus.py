@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -28,6 +30,21 @@ class Layout(enum.StrEnum):
 
 languages_app = typer.Typer(help="List and add corpus languages.", no_args_is_help=True)
 app.add_typer(languages_app, name="languages")
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C during a load: the warehouse's transaction has rolled back by the time the
+    interrupt gets here (DuckDB raises its own InterruptException when the signal lands
+    inside a query), so say so in one line instead of a traceback."""
+    import duckdb
+
+    from xling.warehouse.errors import XlingError
+
+    try:
+        yield
+    except (KeyboardInterrupt, duckdb.InterruptException):
+        raise XlingError("interrupted; nothing was loaded") from None
 
 
 def _report(result: LoadResult, what: str = "") -> None:
@@ -74,6 +91,14 @@ def load(
         bool,
         typer.Option("--skip-empty", help="Wide files: empty cells are missing translations."),
     ] = False,
+    langs: Annotated[
+        str | None,
+        typer.Option(
+            "--langs",
+            help="Wide files: comma list of the language columns to read (default: every "
+            "column named like a language code).",
+        ),
+    ] = None,
 ) -> None:
     """Load phrases from files, all in one transaction (nothing is written if any row is bad).
 
@@ -92,8 +117,9 @@ def load(
         text_pattern=text_pattern,
         source=source,
         skip_empty=skip_empty,
+        langs=parse_list(langs),
     )
-    with open_warehouse(db, read_only=False) as wh:
+    with _interruptible(), open_warehouse(db, read_only=False) as wh:
         _report(load_files(wh, files, fmt))
 
 
@@ -119,7 +145,7 @@ def neuronpedia(
     from xling.ingest.neuronpedia import NeuronpediaConfig, load_neuronpedia
 
     cfg = NeuronpediaConfig(threshold=threshold, window=window)
-    with open_warehouse(db, read_only=False) as wh:
+    with _interruptible(), open_warehouse(db, read_only=False) as wh:
         _report(load_neuronpedia(wh, files, cfg), "Neuronpedia")
 
 
@@ -149,7 +175,7 @@ def cldr(
     """
     from xling.ingest.cldr import load_cldr
 
-    with open_warehouse(db, read_only=False) as wh:
+    with _interruptible(), open_warehouse(db, read_only=False) as wh:
         _report(load_cldr(wh, parse_list(kinds), parse_list(langs), limit), "CLDR")
 
 
@@ -233,7 +259,7 @@ def translate(
         bar.update(tasks[lang], completed=done)
 
     try:
-        with open_warehouse(db, read_only=False) as wh:
+        with _interruptible(), open_warehouse(db, read_only=False) as wh:
             result = translate_missing(wh, cfg, progress)
     finally:
         if bar.live.is_started:
