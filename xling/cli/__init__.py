@@ -10,10 +10,12 @@ class _XlingGroup(TyperGroup):
     """Turns user errors (`XlingError`) raised anywhere below into one line and exit 1."""
 
     def invoke(self, ctx):
+        from xling.warehouse.connection import new_warehouses_removed_on_error
         from xling.warehouse.errors import XlingError
 
         try:
-            return super().invoke(ctx)
+            with new_warehouses_removed_on_error():  # a refused command leaves no empty file
+                return super().invoke(ctx)
         except XlingError as err:
             # one line whatever the message embeds (file names, cell values)
             typer.echo("Error: " + " ".join(str(err).splitlines()), err=True)
@@ -28,6 +30,21 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _options(
+    wait: float | None = typer.Option(
+        None,
+        "--wait",
+        help="Seconds a command that reads the warehouse waits for a writer to release it "
+        "(default 5, or $XLING_WAIT).",
+        show_default=False,
+    ),
+) -> None:
+    from xling.warehouse.connection import set_read_wait
+
+    set_read_wait(wait)
 
 
 def _register() -> None:
