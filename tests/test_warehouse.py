@@ -350,6 +350,32 @@ def test_shipped_migrations_are_numbered_once_each():
     assert len(set(numbers)) == len(numbers) and numbers == sorted(numbers)
 
 
+def test_the_tables_read_from_the_migrations_are_the_tables_they_make(monkeypatch):
+    """`migrated_tables` reads the SQL instead of running it; both must agree, for the
+    shipped migrations and for creates, drops and renames written in several ways."""
+    from xling.warehouse import connection
+
+    assert set(connection.migrated_tables()) == set(connection._fresh_schema()["tables"])
+    more = [
+        ("005_a", "CREATE TABLE IF NOT EXISTS a (x INTEGER);\ncreate table B (x INTEGER);"),
+        ("006_b", "-- CREATE TABLE not_made (x INTEGER)\nDROP TABLE IF EXISTS a;"),
+        ("007_c", "ALTER TABLE b RENAME TO c; CREATE OR REPLACE TABLE d AS SELECT 1 AS x;"),
+    ]
+    monkeypatch.setattr(
+        connection, "migrations", lambda: [*connection._sql_dir("migrations"), *more]
+    )
+    connection.migrated_tables.cache_clear()
+    try:
+        con = duckdb.connect(":memory:")
+        connection.migrate(con)
+        ran = connection._tables(con)
+        con.close()
+        assert sorted(connection.migrated_tables()) == sorted(ran)
+        assert {"c", "d"} <= set(ran) and not {"a", "b", "not_made"} & set(ran)
+    finally:
+        connection.migrated_tables.cache_clear()
+
+
 def test_two_migrations_with_one_number_are_refused(monkeypatch):
     from xling.warehouse import connection
 
