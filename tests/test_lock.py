@@ -138,3 +138,11 @@ def test_hold_writer_is_reentrant_and_lets_its_own_process_write(db_path):
         wh.con.execute("DELETE FROM languages WHERE lang = 'hi'")
     with hold_writer(db_path), Warehouse(db_path, read_only=True) as wh:
         assert wh.scalar("SELECT count(*) FROM languages") == 9
+
+
+def test_hold_writer_in_a_folder_without_write_access_is_one_line(tmp_path):
+    from xling.warehouse.errors import XlingError
+
+    missing = tmp_path / "no-such-folder" / "w.duckdb"
+    with pytest.raises(XlingError, match="cannot create the writer lock"), hold_writer(missing):
+        pass

@@ -163,7 +163,13 @@ def hold_writer(path: str | os.PathLike) -> Iterator[None]:
         fd, depth = _writer_locks[p]
         _writer_locks[p] = (fd, depth + 1)
     else:
-        fd = os.open(_lock_file(p), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(_lock_file(p), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise XlingError(
+                f"cannot create the writer lock {_lock_file(p)}: {err.strerror}; the "
+                "warehouse's folder must be writable"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
