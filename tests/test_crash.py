@@ -518,10 +518,11 @@ def _after_holder_killed(db: Path) -> None:
 
 
 def test_second_process_during_ingest_is_told_who_holds_it(
-    ctx, tmp_path, tiny_model_dir, tiny_sae_dirs
+    ctx, tmp_path, tiny_model_dir, tiny_sae_dirs, monkeypatch
 ):
     """The holder is an `xling ingest` forked from the forkserver (its /proc command line is
     the forkserver's); the soak test below runs it as `python -m xling ingest`."""
+    monkeypatch.setenv("XLING_WAIT", "0")  # readers: no wait for a commit window
     db = _corpus_db(tmp_path / "w.duckdb", 40)
     (tmp_path / "more.csv").write_text("group_id,lang,text\nnew,en,hello\n")
     holder = ctx.Process(target=_cli_child, args=(_holder_args(db, tiny_model_dir, tiny_sae_dirs),))
@@ -535,7 +536,8 @@ def test_second_process_during_ingest_is_told_who_holds_it(
 
 
 @pytest.mark.soak
-def test_second_process_during_a_cli_ingest(tmp_path, tiny_model_dir, tiny_sae_dirs):
+def test_second_process_during_a_cli_ingest(tmp_path, tiny_model_dir, tiny_sae_dirs, monkeypatch):
+    monkeypatch.setenv("XLING_WAIT", "0")  # readers: no wait for a commit window
     db = _corpus_db(tmp_path / "w.duckdb", 40)
     (tmp_path / "more.csv").write_text("group_id,lang,text\nnew,en,hello\n")
     holder = _xling(*_holder_args(db, tiny_model_dir, tiny_sae_dirs))

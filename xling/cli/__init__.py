@@ -12,10 +12,12 @@ class _XlingGroup(TyperGroup):
     """Turns user errors (`XlingError`) raised anywhere below into one line and exit 1."""
 
     def invoke(self, ctx):
+        from xling.warehouse.connection import new_warehouses_removed_on_error
         from xling.warehouse.errors import XlingError
 
         try:
-            return super().invoke(ctx)
+            with new_warehouses_removed_on_error():  # a refused command leaves no empty file
+                return super().invoke(ctx)
         except XlingError as err:
             # one line whatever the message embeds (file names, cell values)
             typer.echo("Error: " + " ".join(str(err).splitlines()), err=True)
@@ -44,13 +46,24 @@ def _global_options(
         ),
     ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Show errors only.")] = False,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            "--wait",
+            help="Seconds a command that reads the warehouse waits for a writer to release it "
+            "(default 5, or $XLING_WAIT).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Options for every command; they go before the command: `xling -v ingest ...`."""
     from xling.cli.logs import setup_logging
+    from xling.warehouse.connection import set_read_wait
 
     if verbose and quiet:
         raise typer.BadParameter("use --verbose or --quiet, not both", param_hint="-v/-q")
     setup_logging(verbose, quiet)
+    set_read_wait(wait)
 
 
 def _register() -> None:

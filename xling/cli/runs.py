@@ -12,13 +12,18 @@ from xling.cli.common import DbOpt, Format, FormatOpt, open_warehouse, render
 app = typer.Typer(help="List, inspect and delete ingest runs.", no_args_is_help=True)
 
 
-def init(db: DbOpt = None) -> None:
+def init(
+    db: DbOpt = None,
+    adopt: Annotated[
+        bool,
+        typer.Option("--adopt", help="Add xling's tables to a DuckDB file that holds others."),
+    ] = False,
+) -> None:
     """Create the warehouse (or bring an existing one up to date)."""
-    from xling.warehouse.connection import applied_migrations
+    from xling.warehouse.connection import init_warehouse
 
-    with open_warehouse(db, read_only=False) as wh:
-        n = len(applied_migrations(wh.con))
-        typer.echo(f"warehouse {wh.path} ready ({n} migrations applied)")
+    path, n = init_warehouse(db, adopt=adopt)
+    typer.echo(f"warehouse {path} ready ({n} migrations applied)")
 
 
 @app.command("list")
