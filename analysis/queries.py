@@ -790,3 +790,13 @@ def feature_phrases(
     if df.empty:
         raise XlingError(f"feature {feature} never fires at layer {layer} in run {run_id}")
     return df
+
+
+# the metrics `xling export NAME --ci` writes through their query function
+WITH_CI = {
+    "activation_scores": scores,
+    "gap_by_layer": gap,
+    "gap_by_lang": gap_by_lang,
+    "gap_by_lang_summary": languages,
+    "similarity_by_layer": similarity,
+}

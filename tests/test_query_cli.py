@@ -307,3 +307,68 @@ def test_query_leaves_the_warehouse_unchanged(cli, toy_db):
     before = toy_db.read_bytes()
     assert cli("query", "gap", "--db", toy_db).exit_code == 0
     assert toy_db.read_bytes() == before
+
+
+def test_ci_columns_in_query_and_export(cli, toy_db, tmp_path):
+    df = _csv(
+        cli(
+            "query",
+            "gap",
+            "--db",
+            toy_db,
+            "--run",
+            "1",
+            "--mode",
+            "group-topk",
+            "--ci",
+            "--n-boot",
+            "100",
+            "--seed",
+            "3",
+            "-f",
+            "csv",
+        )
+    )
+    assert list(df.columns[:7]) == [
+        "run_id",
+        "layer",
+        "mode",
+        "ref",
+        "high_score",
+        "low_score",
+        "gap_pct",
+    ]
+    assert {"gap_pct_lo", "gap_pct_hi", "high_langs", "low_langs"} <= set(df.columns)
+    assert set(df["mode"]) == {"group-topk"}
+    langs = _csv(
+        cli("query", "languages", "--db", toy_db, "--run", "1", "--ref", "zh", "--ci", "-f", "csv")
+    )
+    assert "zh" not in set(langs["lang"]) and set(langs["ref"]) == {"zh"}
+    assert {"mean_gap_pct_lo", "mean_gap_pct_hi"} <= set(langs.columns)
+    out = tmp_path / "gap.csv"
+    r = cli(
+        "export",
+        "gap_by_layer",
+        "--db",
+        toy_db,
+        "--run",
+        "1",
+        "--ci",
+        "--n-boot",
+        "100",
+        "--out",
+        out,
+    )
+    assert r.exit_code == 0, r.stderr
+    exported = pd.read_csv(out)
+    direct = _csv(
+        cli("query", "gap", "--db", toy_db, "--run", "1", "--ci", "--n-boot", "100", "-f", "csv")
+    )
+    assert exported["gap_pct_lo"].tolist() == pytest.approx(
+        direct["gap_pct_lo"].tolist(), nan_ok=True
+    )
+    _one_line_error(
+        cli("export", "phrases", "--db", toy_db, "--ci", "--out", tmp_path / "p.csv"),
+        "has no interval",
+    )
+    assert not (tmp_path / "p.csv").exists()
