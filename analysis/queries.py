@@ -533,8 +533,8 @@ def similarity(
     seed: int = DEFAULT_SEED,
 ) -> pd.DataFrame:
     """Residual similarity of each language to the reference (English by default) per layer,
-    with its controls: run_id, layer, lang, resource_group, sim, baseline, centred, retrieval
-    (with `ci`: each one's _lo and _hi), n_groups. Definitions: xling.analysis.similarity."""
+    with its controls: run_id, layer, lang, sim, baseline, centred, retrieval (with `ci`: each
+    one's _lo and _hi), n_groups, resource_group. Definitions: xling.analysis.similarity."""
     from xling.analysis.similarity import similarity_table
 
     run_id = _residual_run(wh, run, layer)
@@ -556,7 +556,7 @@ def similarity(
     groups = dict(wh.con.execute("SELECT lang, resource_group FROM languages").fetchall())
     df = df.drop(columns="lang_a").rename(columns={"lang_b": "lang"})
     df.insert(0, "run_id", run_id)
-    df.insert(3, "resource_group", df["lang"].map(groups))
+    df["resource_group"] = df["lang"].map(groups)
     return df
 
 

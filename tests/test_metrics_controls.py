@@ -79,11 +79,10 @@ def ref_controls(toy, run, layer, ref, lang):
 def test_similarity_controls_match_loops(paper):
     wh, toy = paper
     df = queries.similarity(wh, run=1)
-    assert list(df.columns[:8]) == [
+    assert list(df.columns[:7]) == [
         "run_id",
         "layer",
         "lang",
-        "resource_group",
         "sim",
         "baseline",
         "centred",
