@@ -6,9 +6,13 @@ whose user values are all bound parameters. Definitions are in the views' openin
 and in docs/analysis.md; the treatment of absent feature_acts rows (activation 0) lives in
 the SQL, never here.
 
-The default selection mode of a run is decided here and in SQL alike: `origin` when any of
-the run's phrases carries an origin feature, else `english-topk` (see activation_scores.sql).
-This module resolves it before querying so the other mode's branch is pruned from the plan.
+The default selection mode of a run is the view run_modes' (`origin` when any of the run's
+phrases carries an origin feature, else `english-topk`), which activation_group_scores reads
+too; this module reads it before querying so the other mode's branch is pruned from the plan.
+
+With `ci=True` the group-averaged metrics gain `*_lo`/`*_hi` columns: a 95 % percentile
+bootstrap over aligned groups (xling.analysis.stats), computed from the per-group terms of
+activation_group_scores (residual similarity: xling.analysis.similarity).
 """
 
 from __future__ import annotations
@@ -612,8 +616,8 @@ def lape(
     """Language-specific SAE features or MLP neurons by LAPE (see lape_selected.sql).
 
     One row per (unit, language it belongs to): run_id, layer, feature|neuron, lang, p,
-    entropy, bar. The selection runs over all the run's layers; `layer` and `lang` only
-    filter its result.
+    entropy, bar, langs (every language the unit belongs to, comma-separated). The selection
+    runs over all the run's layers; `layer` and `lang` only filter its result.
     """
     if kind not in LAPE_KINDS:
         raise XlingError(f"unknown LAPE kind {kind!r}; use features or neurons")
