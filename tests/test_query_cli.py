@@ -38,7 +38,7 @@ def _one_line_error(result, text: str) -> None:
 def test_gap_table_names_model_run_and_mode(cli, toy_db):
     r = cli("query", "gap", "--db", toy_db, "--run", "1")
     assert r.exit_code == 0, r.stderr
-    assert "activation gap — run 1 (toy), origin, max" in r.stdout
+    assert "activation gap — run 1 (toy), origin, ref en, max" in r.stdout
     assert "75.0000" in r.stdout  # English, the reference, left out of H
 
 

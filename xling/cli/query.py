@@ -124,7 +124,12 @@ def gap(
             seed=seed,
         )
         title = _title(
-            wh, "activation gap", run, df["mode"].iloc[0] if len(df) else None, stat.value, layer
+            wh,
+            "activation gap",
+            run,
+            f"{df['mode'].iloc[0]}, ref {ref}" if len(df) else None,
+            stat.value,
+            layer,
         )
     render(df, fmt, title=title, name="gap_by_layer")
 
@@ -156,9 +161,9 @@ def languages(
         )
         title = _title(
             wh,
-            "gap against English",
+            f"gap against {ref}",
             run,
-            df["mode"].iloc[0] if len(df) else None,
+            f"{df['mode'].iloc[0]}, ref {ref}" if len(df) else None,
             stat.value,
             layer,
         )
