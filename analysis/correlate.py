@@ -98,8 +98,11 @@ def correlation_points(
 
 
 def correlation_stats(points: pd.DataFrame, x: str, y: str = "bench_value") -> pd.DataFrame:
-    """Per layer: n, Pearson r and p, Spearman ρ and p of `x` against `y` across languages."""
+    """Per layer: n, Pearson r with its 95 % Fisher-z interval (pearson_lo, pearson_hi) and p,
+    Spearman ρ and p of `x` against `y` across languages."""
     from scipy import stats
+
+    from xling.analysis.stats import fisher_z_interval
 
     rows = []
     for layer, g in points.groupby("layer", sort=True):
@@ -117,6 +120,8 @@ def correlation_stats(points: pd.DataFrame, x: str, y: str = "bench_value") -> p
                 "layer": int(layer),
                 "n": n,
                 "pearson_r": float(r),
+                "pearson_lo": fisher_z_interval(float(r), n)[0],
+                "pearson_hi": fisher_z_interval(float(r), n)[1],
                 "pearson_p": float(p_r),
                 "spearman_rho": float(rho),
                 "spearman_p": float(p_rho),
@@ -125,7 +130,17 @@ def correlation_stats(points: pd.DataFrame, x: str, y: str = "bench_value") -> p
         )
     return pd.DataFrame(
         rows,
-        columns=["layer", "n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p", "langs"],
+        columns=[
+            "layer",
+            "n",
+            "pearson_r",
+            "pearson_lo",
+            "pearson_hi",
+            "pearson_p",
+            "spearman_rho",
+            "spearman_p",
+            "langs",
+        ],
     )
 
 

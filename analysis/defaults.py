@@ -1,6 +1,6 @@
 """Choices and defaults of the metrics, shared by the query functions and their callers."""
 
-MODES = ("origin", "english-topk")  # feature selection modes of A(L, l)
+MODES = ("origin", "english-topk", "group-topk")  # feature selection modes of A(L, l)
 STATS = ("max", "mean")  # pooled statistic: act_max or act_mean
 LAPE_KINDS = ("features", "neurons")
 DEFAULT_K = 16  # english-topk: features per group

@@ -66,14 +66,26 @@ def export(
     run: int | None = None,
     all_runs: bool = False,
     caption: str | None = None,
+    ci: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> int:
     """Write table or view `name` to `out`; returns the number of rows written.
 
     `fmt` defaults to the one `out`'s extension names. A view or table with a run_id column
-    is filtered to `run` (default: the latest finished run) unless `all_runs`.
+    is filtered to `run` (default: the latest finished run) unless `all_runs`. With `ci`, a
+    metric of `queries.WITH_CI` is written as its query function returns it for `run`, with
+    the bootstrap's _lo/_hi columns.
     """
     import duckdb
 
+    if ci:
+        from xling.analysis.queries import WITH_CI
+
+        if name not in WITH_CI:
+            raise XlingError(f"--ci works for {', '.join(WITH_CI)}; {name!r} has no interval")
+        if all_runs:
+            raise XlingError("--ci exports one run; drop --all-runs")
     names = exportable(wh)
     if name not in names:
         raise XlingError(f"no table or view named {name!r}; choose one of {', '.join(names)}")
@@ -105,8 +117,18 @@ def export(
         raise XlingError("--run and --all-runs exclude each other; pass one")
 
     tmp = out.with_name(f".{out.name}.xling-tmp")
+    frame = WITH_CI[name](wh, run, ci=True, n_boot=n_boot, seed=seed) if ci else None
     try:
-        if fmt in ("parquet", "csv"):
+        if frame is not None:
+            n = len(frame)
+            if fmt == "parquet":
+                frame.to_parquet(tmp, index=False)
+            elif fmt == "csv":
+                frame.to_csv(tmp, index=False)
+            else:
+                cap = caption or _caption(wh, name, params)
+                tmp.write_text(format_frame(frame, fmt, name=name, caption=cap), encoding="utf-8")
+        elif fmt in ("parquet", "csv"):
             options = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER"
             n = int(
                 wh.con.execute(f"COPY ({query}) TO ? ({options})", [*params, str(tmp)]).fetchone()[

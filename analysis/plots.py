@@ -187,7 +187,7 @@ def plot_similarity(wh: Warehouse, out: str | os.PathLike, run: int | None = Non
     df = queries.similarity(wh, run)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.6), constrained_layout=True)
-    _by_lang_lines(ax, df, "similarity", _names(wh))
+    _by_lang_lines(ax, df, "sim", _names(wh))
     ax.set_xlabel("layer")
     ax.set_ylabel("cosine similarity to English")
     ax.legend(fontsize=8, ncol=2, loc="best")

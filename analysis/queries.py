@@ -6,16 +6,23 @@ whose user values are all bound parameters. Definitions are in the views' openin
 and in docs/analysis.md; the treatment of absent feature_acts rows (activation 0) lives in
 the SQL, never here.
 
-The default selection mode of a run is decided here and in SQL alike: `origin` when any of
-the run's phrases carries an origin feature, else `english-topk` (see activation_scores.sql).
-This module resolves it before querying so the other mode's branch is pruned from the plan.
+The default selection mode of a run is the view run_modes' (`origin` when any of the run's
+phrases carries an origin feature, else `english-topk`), which activation_group_scores reads
+too; this module reads it before querying so the other mode's branch is pruned from the plan.
+
+With `ci=True` the group-averaged metrics gain `*_lo`/`*_hi` columns: a 95 % percentile
+bootstrap over aligned groups (xling.analysis.stats), computed from the per-group terms of
+activation_group_scores (residual similarity: xling.analysis.similarity).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from xling.analysis.defaults import (
     DEFAULT_FILTER_RATE,
@@ -25,6 +32,7 @@ from xling.analysis.defaults import (
     MODES,
     STATS,
 )
+from xling.analysis.stats import DEFAULT_N_BOOT, DEFAULT_SEED
 from xling.warehouse.errors import XlingError
 
 if TYPE_CHECKING:
@@ -115,32 +123,34 @@ def _check_english(wh: Warehouse, run: int, needs: str) -> None:
         raise XlingError(f"run {run} has no English phrases, and {needs}")
 
 
-def resolve_mode(wh: Warehouse, run: int, mode: str | None) -> str:
-    """`mode` checked against what `run` can answer, or the run's default mode."""
+def resolve_mode(wh: Warehouse, run: int, mode: str | None, ref: str = "en") -> str:
+    """`mode` checked against what `run` can answer, or the run's default mode (the view
+    run_modes, which activation_group_scores reads too)."""
     if mode is not None and mode not in MODES:
         raise XlingError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-    has_origins = bool(
-        wh.scalar(
-            "SELECT EXISTS (SELECT 1 FROM phrase_tokens t JOIN phrases p USING (phrase_id) "
-            "WHERE t.run_id = ? AND p.origin_layer IS NOT NULL AND p.origin_feature IS NOT NULL)",
-            [run],
-        )
-    )
+    rows = wh.con.execute(
+        "SELECT has_origin, default_mode FROM run_modes WHERE run_id = ?", [run]
+    ).fetchall()
+    has_origins, default = (bool(rows[0][0]), rows[0][1]) if rows else (False, "english-topk")
     stored = wh.run(run)["config"].get("features", "all")
     if mode is None:
-        mode = "origin" if has_origins else "english-topk"
+        mode = default
     if mode == "origin" and not has_origins:
         raise XlingError(
-            f"no phrase of run {run} carries an origin feature; use --mode english-topk"
+            f"no phrase of run {run} carries an origin feature; use --mode english-topk "
+            "or group-topk"
         )
     if mode == "english-topk":
-        _check_english(
-            wh,
-            run,
-            "english-topk ranks each group's features on its English phrase; load English text, "
-            "or use --mode origin with phrases that carry origin features",
-        )
-    if mode == "english-topk" and stored == "origin":
+        if ref == "en":
+            _check_english(
+                wh,
+                run,
+                "english-topk ranks each group's features on its English phrase; load English "
+                "text, pick another --ref, or use --mode group-topk",
+            )
+        else:
+            _check_lang(wh, run, ref)
+    if mode != "origin" and stored == "origin":
         raise XlingError(
             f"run {run} stored only its phrases' origin features (--features origin); "
             "use --mode origin"
@@ -174,32 +184,60 @@ def _filters(**conds: Any) -> tuple[str, list[Any]]:
     return " WHERE " + " AND ".join(f"{n} = ?" for n in names), [conds[n] for n in names]
 
 
-def _scored(
+@dataclass(frozen=True)
+class Selection:
+    """How A(L, l) is computed and compared: the arguments every score macro takes."""
+
+    run: int
+    layer: int | None
+    mode: str
+    stat: str
+    k: int
+    ref: str
+
+    def args(self) -> tuple[str, list[Any]]:
+        """The macro arguments as SQL text and bound parameters."""
+        return (
+            "mode := ?, stat := ?, k := ?, ref := ?, at_run := ?, at_layer := ?",
+            [self.mode, self.stat, self.k, self.ref, self.run, self.layer],
+        )
+
+
+def _selection(
     wh: Warehouse,
-    macro: str,
     run: int | None,
     layer: int | None,
     mode: str | None,
     stat: str,
     k: int,
-    order: str,
+    ref: str,
+) -> Selection:
+    """Arguments checked against the warehouse, the run resolved and its mode decided."""
+    _check_score_args(stat, k)
+    run_id = _run(wh, run)
+    _check_layer(wh, run_id, layer)
+    if not isinstance(ref, str) or not ref:
+        raise XlingError(f"--ref must be a language code, got {ref!r}")
+    if ref != "en":  # English is checked where a metric needs it (SPEC §7's message)
+        _check_lang(wh, run_id, ref)
+    return Selection(run_id, layer, resolve_mode(wh, run_id, mode, ref), stat, k, ref)
+
+
+def _scored(
+    wh: Warehouse, macro: str, sel: Selection, order: str, extra: str = "", extra_params=()
 ) -> pd.DataFrame:
-    """Rows of one score macro (`macro`: a constant of this module) for a run, at `layer`.
+    """Rows of one score macro (`macro`: a constant of this module) for a selection.
 
     The run and layer go in as the macros' at_run/at_layer arguments: constants that reach
     every scan of feature_acts, subqueries included, which a WHERE on the result would not.
     """
-    _check_score_args(stat, k)
-    run_id = _run(wh, run)
-    _check_layer(wh, run_id, layer)
-    mode = resolve_mode(wh, run_id, mode)
+    args, params = sel.args()
     df = wh.sql(
-        f"SELECT * FROM {macro}(mode := ?, stat := ?, k := ?, at_run := ?, at_layer := ?) "
-        f"WHERE run_id = ? ORDER BY {order}",
-        [mode, stat, k, run_id, layer, run_id],
+        f"SELECT * FROM {macro}({args}{extra}) WHERE run_id = ? ORDER BY {order}",
+        [*params, *extra_params, sel.run],
     )
-    if df.empty and mode == "origin" and layer is not None:
-        raise _no_origin_rows(wh, run_id, layer)
+    if df.empty and sel.mode == "origin" and sel.layer is not None:
+        raise _no_origin_rows(wh, sel.run, sel.layer)
     return df
 
 
@@ -208,6 +246,108 @@ _GAP = "gap_by_layer"
 _BY_LANG = "gap_by_lang"
 _SUMMARY = "gap_by_lang_summary"
 _SCORES = "activation_scores"
+
+
+# -- bootstrap over aligned groups ------------------------------------------------------
+
+
+def score_samples(
+    wh: Warehouse, sel: Selection, n_boot: int, seed: int
+) -> tuple[list[tuple[int, str]], np.ndarray]:
+    """Bootstrap resamples of A(L, l): the (layer, lang) keys and [n_boot, n_keys] values.
+
+    Reads the per-group terms (activation_group_scores) once and resamples the run's aligned
+    groups with one weight matrix for every layer and language, so the gaps derived from
+    these samples resample the same groups in every language.
+    """
+    from xling.analysis.stats import check_boot_args, group_weights, weighted_unit_means
+
+    check_boot_args(n_boot, seed)
+    args, params = sel.args()
+    terms = wh.sql(
+        f"SELECT layer, lang, group_id, coalesce(feature, -1) AS unit, act_sum, n_targets "
+        f"FROM activation_group_scores({args})",
+        params,
+    )
+    groups, gidx = np.unique(terms["group_id"].to_numpy(), return_inverse=True)
+    weights = group_weights(len(groups), n_boot, seed)
+    terms = terms.assign(gidx=gidx)
+    keys: list[tuple[int, str]] = []
+    cols = []
+    for (layer, lang), t in terms.groupby(["layer", "lang"], sort=True):
+        keys.append((int(layer), str(lang)))
+        cols.append(
+            weighted_unit_means(
+                weights,
+                t["gidx"].to_numpy(),
+                t["unit"].to_numpy(),
+                t["act_sum"].to_numpy(np.float64),
+                t["n_targets"].to_numpy(np.float64),
+            )
+        )
+    return keys, (np.stack(cols, axis=1) if cols else np.zeros((n_boot, 0)))
+
+
+def _with_interval(
+    df: pd.DataFrame, on: list[str], samples: dict, col: str, level: float = 0.95
+) -> pd.DataFrame:
+    """`df` with {col}_lo / {col}_hi from `samples` {key tuple: [n_boot] values}."""
+    from xling.analysis.stats import percentile_interval
+
+    lo, hi = [], []
+    for key in df[on].itertuples(index=False, name=None):
+        s = samples.get(tuple(_plain(v) for v in key))
+        if s is None:
+            lo.append(np.nan)
+            hi.append(np.nan)
+            continue
+        with np.errstate(invalid="ignore"):
+            a, b = percentile_interval(s[:, None], level)
+        lo.append(float(a[0]))
+        hi.append(float(b[0]))
+    at = df.columns.get_loc(col) + 1
+    df.insert(at, f"{col}_lo", lo)
+    df.insert(at + 1, f"{col}_hi", hi)
+    return df
+
+
+def _plain(v: Any) -> Any:
+    return int(v) if isinstance(v, np.integer) else v
+
+
+def _ratio_gap(ref: np.ndarray, x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ref != 0, 100 * (ref - x) / np.where(ref != 0, ref, 1), np.nan)
+
+
+def _group_gap_samples(
+    wh: Warehouse, sel: Selection, include_ref: bool, keys, samples
+) -> dict[tuple[int], np.ndarray]:
+    """{(layer,): [n_boot] gap_pct} from the A(L, l) resamples, H and W as in gap_by_layer."""
+    groups = dict(wh.con.execute("SELECT lang, resource_group FROM languages").fetchall())
+    out = {}
+    for layer in sorted({lay for lay, _ in keys}):
+        cols = {
+            lang: samples[:, i]
+            for i, (lay, lang) in enumerate(keys)
+            if lay == layer and (include_ref or lang != sel.ref)
+        }
+        high = [v for lang, v in cols.items() if groups.get(lang) == "high"]
+        low = [v for lang, v in cols.items() if groups.get(lang) == "low"]
+        if high and low:
+            h, w = np.mean(high, axis=0), np.mean(low, axis=0)
+            out[(layer,)] = _ratio_gap(h, w)
+    return out
+
+
+def _vs_ref_samples(sel: Selection, keys, samples) -> dict[tuple[int, str], np.ndarray]:
+    """{(layer, lang): [n_boot] gap_vs_en_pct} against the reference of the same resample."""
+    at = {key: samples[:, i] for i, key in enumerate(keys)}
+    return {
+        (layer, lang): _ratio_gap(at[(layer, sel.ref)], v)
+        for (layer, lang), v in at.items()
+        if (layer, sel.ref) in at
+    }
 
 
 # -- activation scores and gaps ----------------------------------------------------------
@@ -220,10 +360,21 @@ def scores(
     mode: str | None = None,
     stat: str = "max",
     k: int = DEFAULT_K,
+    *,
+    ref: str = "en",
+    ci: bool = False,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
 ) -> pd.DataFrame:
-    """A(L, l) per layer and language: run_id, layer, lang, resource_group, mode, score,
-    n_units, n_phrases."""
-    return _scored(wh, _SCORES, run, layer, mode, stat, k, "layer, lang")
+    """A(L, l) per layer and language: run_id, layer, lang, resource_group, mode, ref, score
+    (with `ci`: score_lo, score_hi, a 95 % bootstrap interval over groups), n_units,
+    n_phrases."""
+    sel = _selection(wh, run, layer, mode, stat, k, ref)
+    df = _scored(wh, _SCORES, sel, "layer, lang")
+    if ci:
+        keys, samples = score_samples(wh, sel, n_boot, seed)
+        df = _with_interval(df, ["layer", "lang"], dict(zip(keys, samples.T, strict=True)), "score")
+    return df
 
 
 def gap(
@@ -233,10 +384,24 @@ def gap(
     mode: str | None = None,
     stat: str = "max",
     k: int = DEFAULT_K,
+    *,
+    ref: str = "en",
+    include_ref: bool = False,
+    ci: bool = False,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
 ) -> pd.DataFrame:
-    """The high/low resource gap per layer: run_id, layer, mode, high_score, low_score,
-    gap_pct = 100·(H − W)/H, n_high, n_low."""
-    return _scored(wh, _GAP, run, layer, mode, stat, k, "layer")
+    """The high/low resource gap per layer: run_id, layer, mode, ref, high_score, low_score,
+    gap_pct = 100·(H − W)/H (with `ci`: gap_pct_lo, gap_pct_hi), n_high, n_low, high_langs,
+    low_langs. The reference language is left out of its group's mean unless `include_ref`."""
+    sel = _selection(wh, run, layer, mode, stat, k, ref)
+    df = _scored(wh, _GAP, sel, "layer", ", include_ref := ?", [bool(include_ref)])
+    if ci:
+        keys, samples = score_samples(wh, sel, n_boot, seed)
+        df = _with_interval(
+            df, ["layer"], _group_gap_samples(wh, sel, include_ref, keys, samples), "gap_pct"
+        )
+    return df
 
 
 def gap_by_lang(
@@ -246,11 +411,25 @@ def gap_by_lang(
     mode: str | None = None,
     stat: str = "max",
     k: int = DEFAULT_K,
+    *,
+    ref: str = "en",
+    ci: bool = False,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
 ) -> pd.DataFrame:
-    """Each language against English per layer: run_id, layer, lang, resource_group, mode,
-    score (A(L, l)), n_phrases, en_score (A(L, en)), gap_vs_en_pct."""
-    _check_english(wh, wh.resolve_run(run), _VS_ENGLISH)
-    return _scored(wh, _BY_LANG, run, layer, mode, stat, k, "layer, lang")
+    """Each language against the reference (English by default) per layer: run_id, layer,
+    lang, resource_group, mode, ref, score (A(L, l)), n_phrases, en_score (A(L, ref)),
+    gap_vs_en_pct (with `ci`: gap_vs_en_pct_lo, gap_vs_en_pct_hi)."""
+    if ref == "en":
+        _check_english(wh, wh.resolve_run(run), _VS_ENGLISH)
+    sel = _selection(wh, run, layer, mode, stat, k, ref)
+    df = _scored(wh, _BY_LANG, sel, "layer, lang")
+    if ci:
+        keys, samples = score_samples(wh, sel, n_boot, seed)
+        df = _with_interval(
+            df, ["layer", "lang"], _vs_ref_samples(sel, keys, samples), "gap_vs_en_pct"
+        )
+    return df
 
 
 def languages(
@@ -260,19 +439,28 @@ def languages(
     mode: str | None = None,
     stat: str = "max",
     k: int = DEFAULT_K,
+    *,
+    ref: str = "en",
+    ci: bool = False,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
 ) -> pd.DataFrame:
-    """One row per language but English: its gap against English across the run's layers
-    (or at `layer`) — the paper's Appendix D table — with name, resource group, phrases.
+    """One row per language but the reference (English by default): its gap against the
+    reference across the run's layers (or at `layer`) — the paper's Appendix D table — with
+    name, resource group, phrases; with `ci`, mean_gap_pct_lo / _hi (the mean over layers of
+    the same resampled groups).
 
     std_gap_pct is the sample standard deviation (n − 1); NaN over a single layer.
     """
-    _check_english(wh, wh.resolve_run(run), _VS_ENGLISH)
-    df = _scored(wh, _SUMMARY, run, layer, mode, stat, k, "lang")
+    if ref == "en":
+        _check_english(wh, wh.resolve_run(run), _VS_ENGLISH)
+    sel = _selection(wh, run, layer, mode, stat, k, ref)
+    df = _scored(wh, _SUMMARY, sel, "lang")
     names = wh.sql(
         "SELECT p.lang, any_value(l.name) AS name, count(*) AS n_phrases "
         "FROM phrase_tokens t JOIN phrases p USING (phrase_id) "
         "LEFT JOIN languages l USING (lang) WHERE t.run_id = ? GROUP BY p.lang",
-        [int(df["run_id"].iloc[0]) if not df.empty else wh.resolve_run(run)],
+        [sel.run],
     )
     df = df.merge(names, on="lang", how="left")
     cols = [
@@ -282,6 +470,7 @@ def languages(
         "resource_group",
         "n_phrases",
         "mode",
+        "ref",
         "n_layers",
         "mean_score",
         "mean_gap_pct",
@@ -291,7 +480,20 @@ def languages(
     ]
     order = {"high": 0, "low": 1}
     df = df.assign(_g=df["resource_group"].map(order).fillna(2)).sort_values(["_g", "lang"])
-    return df[cols].reset_index(drop=True)
+    df = df[cols].reset_index(drop=True)
+    if ci:
+        keys, samples = score_samples(wh, sel, n_boot, seed)
+        per_layer = _vs_ref_samples(sel, keys, samples)
+        by_lang: dict[str, list[np.ndarray]] = {}
+        for (_layer, lang), v in per_layer.items():
+            by_lang.setdefault(lang, []).append(v)
+        df = _with_interval(
+            df,
+            ["lang"],
+            {(lang,): np.mean(vs, axis=0) for lang, vs in by_lang.items()},
+            "mean_gap_pct",
+        )
+    return df
 
 
 # -- residual similarity -----------------------------------------------------------------
@@ -315,26 +517,86 @@ def _residual_run(wh: Warehouse, run: int | None, layer: int | None) -> int:
     return run_id
 
 
-def similarity(wh: Warehouse, run: int | None = None, layer: int | None = None) -> pd.DataFrame:
-    """Mean cosine of each language's residuals to English's per layer: run_id, layer, lang,
-    resource_group, similarity, n_groups."""
+def _residual_layers(wh: Warehouse, run: int, layer: int | None) -> list[int]:
+    if layer is not None:
+        return [layer]
+    rows = wh.con.execute(
+        "SELECT DISTINCT layer FROM residuals WHERE run_id = ? ORDER BY layer", [run]
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def similarity(
+    wh: Warehouse,
+    run: int | None = None,
+    layer: int | None = None,
+    *,
+    ref: str = "en",
+    ci: bool = False,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+) -> pd.DataFrame:
+    """Residual similarity of each language to the reference (English by default) per layer,
+    with its controls: run_id, layer, lang, sim, baseline, centred, retrieval (with `ci`: each
+    one's _lo and _hi), n_groups, resource_group. Definitions: xling.analysis.similarity."""
+    from xling.analysis.similarity import similarity_table
+
     run_id = _residual_run(wh, run, layer)
-    _check_english(wh, run_id, "similarity to English needs them; try --matrix for all pairs")
-    where, params = _filters(run_id=run_id, layer=layer)
-    return wh.sql(f"SELECT * FROM similarity_by_layer{where} ORDER BY layer, lang", params)
+    if ref == "en":
+        _check_english(
+            wh, run_id, "similarity to English needs them; try --matrix or another --ref"
+        )
+    else:
+        _check_lang(wh, run_id, ref)
+    df = similarity_table(
+        wh,
+        run_id,
+        _residual_layers(wh, run_id, layer),
+        lambda langs: [(ref, lang) for lang in langs if lang != ref and ref in langs],
+        ci=ci,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    groups = dict(wh.con.execute("SELECT lang, resource_group FROM languages").fetchall())
+    df = df.drop(columns="lang_a").rename(columns={"lang_b": "lang"})
+    df.insert(0, "run_id", run_id)
+    df["resource_group"] = df["lang"].map(groups)
+    return df
 
 
 def similarity_matrix(
-    wh: Warehouse, run: int | None = None, layer: int | None = None, *, wide: bool = False
+    wh: Warehouse,
+    run: int | None = None,
+    layer: int | None = None,
+    *,
+    wide: bool = False,
+    metric: str = "sim",
+    ci: bool = False,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
 ) -> pd.DataFrame:
-    """Pairwise language similarity per layer: long (run_id, layer, lang_a, lang_b,
-    similarity, n_groups), or `wide`: one row per (layer, lang_a), one column per lang_b."""
+    """Pairwise language similarity per layer with the same controls, lang_a the reference:
+    long (run_id, layer, lang_a, lang_b, sim, baseline, centred, retrieval, n_groups; the
+    diagonal included, where retrieval asks whether a phrase is its own nearest neighbour), or
+    `wide`: one row per (layer, lang_a), one column per lang_b holding `metric`."""
+    from xling.analysis.similarity import METRICS, similarity_table
+
+    if metric not in METRICS:
+        raise XlingError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     run_id = _residual_run(wh, run, layer)
-    where, params = _filters(run_id=run_id, layer=layer)
-    df = wh.sql(f"SELECT * FROM similarity_matrix{where} ORDER BY layer, lang_a, lang_b", params)
+    df = similarity_table(
+        wh,
+        run_id,
+        _residual_layers(wh, run_id, layer),
+        lambda langs: [(a, b) for a in langs for b in langs],
+        ci=ci and not wide,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    df.insert(0, "run_id", run_id)
     if not wide:
         return df
-    out = df.pivot(index=["layer", "lang_a"], columns="lang_b", values="similarity")
+    out = df.pivot(index=["layer", "lang_a"], columns="lang_b", values=metric)
     out.columns.name = None
     return out.reset_index().rename(columns={"lang_a": "lang"})
 
@@ -354,8 +616,8 @@ def lape(
     """Language-specific SAE features or MLP neurons by LAPE (see lape_selected.sql).
 
     One row per (unit, language it belongs to): run_id, layer, feature|neuron, lang, p,
-    entropy, bar. The selection runs over all the run's layers; `layer` and `lang` only
-    filter its result.
+    entropy, bar, langs (every language the unit belongs to, comma-separated). The selection
+    runs over all the run's layers; `layer` and `lang` only filter its result.
     """
     if kind not in LAPE_KINDS:
         raise XlingError(f"unknown LAPE kind {kind!r}; use features or neurons")
@@ -399,13 +661,18 @@ def lape(
         _check_layer(wh, run_id, layer)
         if lang is not None:
             _check_lang(wh, run_id, lang)
-    where, params = _filters(run_id=run_id, kind=kind, layer=layer, lang=lang)
+    where, params = _filters(run_id=run_id, kind=kind, layer=layer)
     df = wh.sql(
         f"SELECT run_id, layer, unit, lang, p, entropy, bar "
         f"FROM lape_selected(top_rate := ?, filter_rate := ?){where} "
         "ORDER BY lang, layer, unit",
         [float(top_rate), float(filter_rate), *params],
     )
+    # every language a unit belongs to, also when only one language's rows are shown
+    langs = df.groupby(["layer", "unit"])["lang"].agg(lambda s: ",".join(sorted(s)))
+    df = df.join(langs.rename("langs"), on=["layer", "unit"])
+    if lang is not None:
+        df = df[df["lang"] == lang].reset_index(drop=True)
     return df.rename(columns={"unit": kind.removesuffix("s")})
 
 
@@ -468,24 +735,75 @@ def features(
     under: bool = False,
     limit: int = 20,
     stat: str = "max",
+    min_support: int = 2,
 ) -> pd.DataFrame:
     """The SAE features of `lang` at `layer` against English (see language_features.sql).
 
     Default: the most language-specific (highest lang_share, then lang_fire_rate). `under`:
-    the most under-activated against English (largest deficit = en_mean − lang_mean).
+    the most under-activated against English (largest deficit = en_mean − lang_mean). Only
+    features that fired on at least `min_support` phrases count (of `lang`, or of English with
+    `under`): the default 2 drops features seen once, which rank first on share alone.
     """
     _check_score_args(stat, DEFAULT_K)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise XlingError(f"--limit must be a whole number >= 1, got {limit!r}")
+    if isinstance(min_support, bool) or not isinstance(min_support, int) or min_support < 1:
+        raise XlingError(f"--min-support must be a whole number >= 1, got {min_support!r}")
     run_id = _run(wh, run)
     _check_layer(wh, run_id, layer)
     _check_lang(wh, run_id, lang)
     order = "deficit DESC, feature" if under else "lang_share DESC, lang_fire_rate DESC, feature"
+    support = "en_active_phrases" if under else "lang_active_phrases"
     return wh.sql(
         "SELECT * FROM language_features(?, stat := ?) WHERE run_id = ? AND layer = ? "
-        f"AND {'deficit > 0' if under else 'lang_mean > 0'} ORDER BY {order} LIMIT ?",
-        [lang, stat, run_id, layer, limit],
+        f"AND {'deficit > 0' if under else 'lang_mean > 0'} AND {support} >= ? "
+        f"ORDER BY {order} LIMIT ?",
+        [lang, stat, run_id, layer, min_support, limit],
     )
+
+
+def feature_phrases(
+    wh: Warehouse,
+    layer: int,
+    feature: int,
+    run: int | None = None,
+    *,
+    top: int = 5,
+    stat: str = "max",
+) -> pd.DataFrame:
+    """One SAE feature's strongest phrases per language: lang, rank, act, n_active (tokens
+    where it fired), n_lang_active (the language's phrases where it fired at all), phrase_id,
+    group_id, text. Languages where it never fires have no rows."""
+    _check_score_args(stat, DEFAULT_K)
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise XlingError(f"--top must be a whole number >= 1, got {top!r}")
+    if isinstance(feature, bool) or not isinstance(feature, int) or feature < 0:
+        raise XlingError(f"--feature must be a whole number >= 0, got {feature!r}")
+    run_id = _run(wh, run)
+    _check_layer(wh, run_id, layer)
+    col = "act_max" if stat == "max" else "act_mean"
+    df = wh.sql(
+        f"SELECT p.lang, row_number() OVER w AS rank, f.{col} AS act, f.n_active, "
+        "count(*) OVER (PARTITION BY p.lang) AS n_lang_active, f.phrase_id, p.group_id, p.text "
+        "FROM feature_acts f JOIN phrases p USING (phrase_id) "
+        "WHERE f.run_id = ? AND f.layer = ? AND f.feature = ? "
+        f"WINDOW w AS (PARTITION BY p.lang ORDER BY f.{col} DESC, f.phrase_id) "
+        "QUALIFY rank <= ? ORDER BY p.lang, rank",
+        [run_id, layer, feature, top],
+    )
+    if df.empty:
+        raise XlingError(f"feature {feature} never fires at layer {layer} in run {run_id}")
+    return df
+
+
+# the metrics `xling export NAME --ci` writes through their query function
+WITH_CI = {
+    "activation_scores": scores,
+    "gap_by_layer": gap,
+    "gap_by_lang": gap_by_lang,
+    "gap_by_lang_summary": languages,
+    "similarity_by_layer": similarity,
+}
 
 
 # -- benchmarks ------------------------------------------------------------------------
@@ -506,6 +824,7 @@ def gap_vs_benchmark(
     """The view gap_vs_benchmark for one task and metric: run_id, layer, lang,
     resource_group, act_score (A(L, l)), gap_vs_en_pct, task, metric, bench_value, ...; one
     row per (layer, lang) with a score of the run's model under the run's steering."""
-    _check_english(wh, wh.resolve_run(run), _VS_ENGLISH)
-    df = _scored(wh, _VS_BENCHMARK, run, layer, mode, stat, k, "layer, lang")
+    sel = _selection(wh, run, layer, mode, stat, k, "en")
+    _check_english(wh, sel.run, _VS_ENGLISH)
+    df = _scored(wh, _VS_BENCHMARK, sel, "layer, lang")
     return df[(df["task"] == task) & (df["metric"] == metric)].reset_index(drop=True)

@@ -281,9 +281,16 @@ def write_neurons(wh, p: np.ndarray, run: int = 1, *, drop_zeros: bool = False) 
 
 
 def ref_scores(
-    toy: Toy, run: int, mode: str, stat: str = "max", k: int = 16, select_run: int | None = None
+    toy: Toy,
+    run: int,
+    mode: str,
+    stat: str = "max",
+    k: int = 16,
+    select_run: int | None = None,
+    ref: str = "en",
 ) -> dict[tuple[int, str], float]:
-    """{(layer, lang): A(L, l)} from the raw rows."""
+    """{(layer, lang): A(L, l)} from the raw rows (topk modes: F_g picked on `ref`'s phrase,
+    or on the mean over the whole group for group-topk)."""
     select_run = select_run or run
     phrases = toy.run_phrases(run)
     out: dict[tuple[int, str], float] = {}
@@ -304,17 +311,15 @@ def ref_scores(
             sums: dict[str, float] = defaultdict(float)
             counts: dict[str, int] = defaultdict(int)
             for p in phrases:
-                en = [
-                    q
-                    for q in toy.run_phrases(select_run)
-                    if q["group_id"] == p["group_id"] and q["lang"] == "en"
-                ]
-                if not en:
+                group = [q for q in toy.run_phrases(select_run) if q["group_id"] == p["group_id"]]
+                pickers = group if mode == "group-topk" else [q for q in group if q["lang"] == ref]
+                if not pickers:
                     continue
+                ids = {q["phrase_id"] for q in pickers}
+                feats = {f for (pid, lay, f) in toy.acts[select_run] if pid in ids and lay == layer}
                 fired = [
-                    (toy.act(select_run, en[0]["phrase_id"], layer, f, stat), f)
-                    for (pid, lay, f) in toy.acts[select_run]
-                    if pid == en[0]["phrase_id"] and lay == layer
+                    (np.mean([toy.act(select_run, i, layer, f, stat) for i in ids]), f)
+                    for f in feats
                 ]
                 fired = [(a, f) for a, f in fired if a > 0]
                 top = [f for _a, f in sorted(fired, key=lambda t: (-t[0], t[1]))[:k]]
@@ -325,12 +330,17 @@ def ref_scores(
     return out
 
 
-def ref_gap(scores: dict[tuple[int, str], float]) -> dict[int, float]:
-    """{layer: gap_pct} with H over high and W over low languages present."""
+def ref_gap(
+    scores: dict[tuple[int, str], float], ref: str = "en", include_ref: bool = False
+) -> dict[int, float]:
+    """{layer: gap_pct} with H over high and W over low languages present, `ref` left out
+    unless `include_ref`."""
     out = {}
+    scores = {key: a for key, a in scores.items() if include_ref or key[1] != ref}
     for layer in sorted({lay for lay, _ in scores}):
         high = [a for (lay, lang), a in scores.items() if lay == layer and lang in HIGH]
         low = [a for (lay, lang), a in scores.items() if lay == layer and lang in LOW]
+        out[layer] = float("nan")  # a group without languages: no gap
         if high and low:
             h, w = float(np.mean(high)), float(np.mean(low))
             out[layer] = 100 * (h - w) / h if h else float("nan")

@@ -38,8 +38,8 @@ def _one_line_error(result, text: str) -> None:
 def test_gap_table_names_model_run_and_mode(cli, toy_db):
     r = cli("query", "gap", "--db", toy_db, "--run", "1")
     assert r.exit_code == 0, r.stderr
-    assert "activation gap — run 1 (toy), origin, max" in r.stdout
-    assert "83.3333" in r.stdout and "50.0000" in r.stdout
+    assert "activation gap — run 1 (toy), origin, ref en, max" in r.stdout
+    assert "75.0000" in r.stdout  # English, the reference, left out of H
 
 
 def test_gap_defaults_to_the_latest_finished_run(cli, toy_db):
@@ -49,8 +49,9 @@ def test_gap_defaults_to_the_latest_finished_run(cli, toy_db):
 
 
 def test_gap_csv_json_and_options(cli, toy_db):
-    df = _csv(cli("query", "gap", "--db", toy_db, "--run", "1", "-f", "csv"))
+    df = _csv(cli("query", "gap", "--db", toy_db, "--run", "1", "--include-ref", "-f", "csv"))
     assert df["gap_pct"].tolist() == pytest.approx([100 * (3.75 - 0.625) / 3.75, 50.0])
+    assert df["high_langs"].tolist() == ["en,zh", "en"]
     r = cli(
         "query",
         "gap",
@@ -64,6 +65,7 @@ def test_gap_csv_json_and_options(cli, toy_db):
         "english-topk",
         "--k",
         "2",
+        "--include-ref",
         "-f",
         "json",
     )
@@ -71,7 +73,21 @@ def test_gap_csv_json_and_options(cli, toy_db):
     rows = json.loads(r.stdout)
     assert len(rows) == 1 and rows[0]["mode"] == "english-topk"
     assert rows[0]["gap_pct"] == pytest.approx(100 * (0.75 - 0.25) / 0.75)
-    mean = _csv(cli("query", "gap", "--db", toy_db, "--run", "1", "--stat", "mean", "-f", "csv"))
+    mean = _csv(
+        cli(
+            "query",
+            "gap",
+            "--db",
+            toy_db,
+            "--run",
+            "1",
+            "--stat",
+            "mean",
+            "--include-ref",
+            "-f",
+            "csv",
+        )
+    )
     # act_mean = act_max / 2 everywhere in the toy: the same gap
     assert mean["gap_pct"].tolist() == pytest.approx(df["gap_pct"].tolist())
     assert mean["high_score"].tolist() == pytest.approx((df["high_score"] / 2).tolist())
@@ -91,6 +107,26 @@ def test_languages_is_the_appendix_d_table(cli, toy_db):
 def test_similarity_and_matrix(cli, toy_db):
     df = _csv(cli("query", "similarity", "--db", toy_db, "--run", "1", "--layer", "0", "-f", "csv"))
     assert set(df["lang"]) == {"zh", "hi", "mr"} and set(df["layer"]) == {0}
+    assert list(df.columns[1:7]) == ["layer", "lang", "sim", "baseline", "centred", "retrieval"]
+    ci = _csv(
+        cli(
+            "query",
+            "similarity",
+            "--db",
+            toy_db,
+            "--run",
+            "1",
+            "--ci",
+            "--n-boot",
+            "50",
+            "-f",
+            "csv",
+        )
+    )
+    for name in ("sim", "baseline", "centred", "retrieval"):
+        assert (ci[f"{name}_lo"] <= ci[name] + 1e-12).all() and (
+            ci[name] <= ci[f"{name}_hi"] + 1e-12
+        ).all()
     wide = _csv(
         cli(
             "query",
@@ -106,8 +142,14 @@ def test_similarity_and_matrix(cli, toy_db):
             "csv",
         )
     )
-    assert list(wide.columns) == ["layer", "lang", "en", "hi", "mr", "zh"]
-    assert wide.set_index("lang").loc["zh", "zh"] == pytest.approx(1.0, rel=1e-6)
+    assert list(wide.columns[:4]) == ["run_id", "layer", "lang_a", "lang_b"]
+    cells = wide.set_index(["lang_a", "lang_b"])
+    assert cells.loc[("zh", "zh"), "sim"] == pytest.approx(1.0, rel=1e-6)
+    assert cells.loc[("en", "hi"), "sim"] == pytest.approx(
+        df.set_index("lang").loc["hi", "sim"], rel=1e-9
+    )
+    r = cli("query", "similarity", "--db", toy_db, "--run", "1", "--matrix", "--layer", "0")
+    assert r.exit_code == 0 and "matrix (sim)" in r.stdout
 
 
 def test_compare_and_features(cli, toy_db):
@@ -144,11 +186,57 @@ def test_compare_and_features(cli, toy_db):
             "--under",
             "--limit",
             "2",
+            "--min-support",
+            "1",
             "-f",
             "csv",
         )
     )
     assert feats["feature"].tolist()[0] == 7 and len(feats) == 2
+    # by default a feature needs 2 phrases: only f7 fired on two English phrases (p1, p5)
+    strict = _csv(
+        cli(
+            "query",
+            "features",
+            "--db",
+            toy_db,
+            "--run",
+            "1",
+            "--lang",
+            "hi",
+            "--layer",
+            "0",
+            "--under",
+            "-f",
+            "csv",
+        )
+    )
+    assert strict["feature"].tolist() == [7] and strict["en_active_phrases"].tolist() == [2]
+    top = _csv(
+        cli(
+            "query",
+            "feature",
+            "--db",
+            toy_db,
+            "--run",
+            "1",
+            "--layer",
+            "0",
+            "--feature",
+            "5",
+            "--top",
+            "1",
+            "-f",
+            "csv",
+        )
+    )
+    # f5 at layer 0 fires on p1 (en 4.0), p2 (zh 2.0), p10 (zh 2.0), p4 (mr 1.0), p11 (hi 1.0)
+    assert top[["lang", "phrase_id", "act", "n_lang_active"]].values.tolist() == [
+        ["en", 1, 4.0, 1],
+        ["hi", 11, 1.0, 1],
+        ["mr", 4, 1.0, 1],
+        ["zh", 2, 2.0, 2],
+    ]
 
 
 def test_lape_neurons_of_a_language(cli, db_path):
@@ -172,6 +260,8 @@ def test_lape_neurons_of_a_language(cli, db_path):
     )
     assert list(df.columns[:4]) == ["run_id", "layer", "neuron", "lang"]
     assert sorted(zip(df["layer"], df["neuron"], strict=True)) == [(0, 3), (0, 7), (1, 9)]
+    # neuron (1, 9) belongs to Hindi and Marathi: both listed though only Hindi's row shows
+    assert dict(zip(df["neuron"], df["langs"], strict=True)) == {3: "hi", 7: "hi", 9: "hi,mr"}
     r = cli("query", "lape", "--db", db_path, "--kind", "neurons", "--top-rate", "0.04")
     assert r.exit_code == 0 and "LAPE neurons, top rate 0.04 — run 1 (toy)" in r.stdout
 
@@ -209,3 +299,68 @@ def test_query_leaves_the_warehouse_unchanged(cli, toy_db):
     before = toy_db.read_bytes()
     assert cli("query", "gap", "--db", toy_db).exit_code == 0
     assert toy_db.read_bytes() == before
+
+
+def test_ci_columns_in_query_and_export(cli, toy_db, tmp_path):
+    df = _csv(
+        cli(
+            "query",
+            "gap",
+            "--db",
+            toy_db,
+            "--run",
+            "1",
+            "--mode",
+            "group-topk",
+            "--ci",
+            "--n-boot",
+            "100",
+            "--seed",
+            "3",
+            "-f",
+            "csv",
+        )
+    )
+    assert list(df.columns[:7]) == [
+        "run_id",
+        "layer",
+        "mode",
+        "ref",
+        "high_score",
+        "low_score",
+        "gap_pct",
+    ]
+    assert {"gap_pct_lo", "gap_pct_hi", "high_langs", "low_langs"} <= set(df.columns)
+    assert set(df["mode"]) == {"group-topk"}
+    langs = _csv(
+        cli("query", "languages", "--db", toy_db, "--run", "1", "--ref", "zh", "--ci", "-f", "csv")
+    )
+    assert "zh" not in set(langs["lang"]) and set(langs["ref"]) == {"zh"}
+    assert {"mean_gap_pct_lo", "mean_gap_pct_hi"} <= set(langs.columns)
+    out = tmp_path / "gap.csv"
+    r = cli(
+        "export",
+        "gap_by_layer",
+        "--db",
+        toy_db,
+        "--run",
+        "1",
+        "--ci",
+        "--n-boot",
+        "100",
+        "--out",
+        out,
+    )
+    assert r.exit_code == 0, r.stderr
+    exported = pd.read_csv(out)
+    direct = _csv(
+        cli("query", "gap", "--db", toy_db, "--run", "1", "--ci", "--n-boot", "100", "-f", "csv")
+    )
+    assert exported["gap_pct_lo"].tolist() == pytest.approx(
+        direct["gap_pct_lo"].tolist(), nan_ok=True
+    )
+    _one_line_error(
+        cli("export", "phrases", "--db", toy_db, "--ci", "--out", tmp_path / "p.csv"),
+        "has no interval",
+    )
+    assert not (tmp_path / "p.csv").exists()

@@ -91,12 +91,21 @@ def test_english_topk_scores_by_hand(toy_wh):
 
 def test_gap_by_layer_by_hand(toy_wh):
     wh, _ = toy_wh
+    # English, the reference, is left out of H by default: H(L0) = A(zh) = 2.5, and layer 1
+    # has no other high language
     df = queries.gap(wh, run=1, mode="origin")
     assert _by(df, "layer", col="gap_pct") == pytest.approx(
+        {0: 100 * (2.5 - 0.625) / 2.5, 1: math.nan}, rel=HAND, nan_ok=True
+    )
+    assert _by(df, "layer", col="high_langs") == {0: "zh", 1: ""}
+    assert _by(df, "layer", col="low_langs") == {0: "hi,mr", 1: "mr"}
+    full = queries.gap(wh, run=1, mode="origin", include_ref=True)
+    assert _by(full, "layer", col="gap_pct") == pytest.approx(
         {0: 100 * (3.75 - 0.625) / 3.75, 1: 50.0}, rel=HAND
     )
-    assert _by(df, "layer", col="n_high") == {0: 2, 1: 1}
-    topk = queries.gap(wh, run=1, layer=1, mode="english-topk", k=2)
+    assert _by(full, "layer", col="n_high") == {0: 2, 1: 1}
+    assert _by(full, "layer", col="high_langs") == {0: "en,zh", 1: "en"}
+    topk = queries.gap(wh, run=1, layer=1, mode="english-topk", k=2, include_ref=True)
     assert topk["gap_pct"].tolist() == pytest.approx([100 * (0.75 - 0.25) / 0.75], rel=HAND)
 
 
@@ -147,7 +156,7 @@ def test_default_views_pick_each_runs_mode(toy_wh):
     for run, mode in ((1, "origin"), (3, "english-topk")):
         got = view[view.run_id == run]
         _close(_by(got, "layer", "lang"), ref_scores_for(wh, toy, run, mode))
-    gap = wh.sql("SELECT * FROM gap_by_layer WHERE run_id = 1")
+    gap = wh.sql("SELECT * FROM gap_by_layer(include_ref := true) WHERE run_id = 1")
     assert _by(gap, "layer", col="gap_pct") == pytest.approx({0: 83.33333333, 1: 50.0})
 
 
@@ -167,6 +176,8 @@ def test_languages_without_phrases_have_no_rows(toy_wh):
     df = queries.gap_by_lang(wh, run=1, mode="english-topk")
     assert set(df["lang"]) == {"en", "zh", "hi", "mr"}  # ru, es, it, id, ca, ml: no phrases
     gap = queries.gap(wh, run=1, mode="english-topk")
+    assert set(gap["n_high"]) == {1} and set(gap["n_low"]) == {2}  # en is the reference
+    gap = queries.gap(wh, run=1, mode="english-topk", include_ref=True)
     assert set(gap["n_high"]) == {2} and set(gap["n_low"]) == {2}
 
 
@@ -277,7 +288,7 @@ def test_similarity_matches_numpy(toy_wh):
         want.setdefault((layer, p["lang"]), []).append(_cos(res[(en[0]["phrase_id"], layer)], vec))
     df = queries.similarity(wh, run=1)
     _close(
-        _by(df, "layer", "lang", col="similarity"),
+        _by(df, "layer", "lang", col="sim"),
         {k: np.mean(v) for k, v in want.items()},
         rel=1e-6,
     )
@@ -288,7 +299,7 @@ def test_similarity_matches_numpy(toy_wh):
 def test_similarity_matrix_is_symmetric_with_unit_diagonal(toy_wh):
     wh, toy = toy_wh
     df = queries.similarity_matrix(wh, run=1, layer=0)
-    got = _by(df, "lang_a", "lang_b", col="similarity")
+    got = _by(df, "lang_a", "lang_b", col="sim")
     for (a, b), v in got.items():
         assert got[(b, a)] == pytest.approx(v)
         if a == b:

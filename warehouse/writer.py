@@ -16,6 +16,7 @@ BULK_TABLES = frozenset(
         "residuals",
         "neuron_stats",
         "benchmarks",
+        "phrase_nll",
     }
 )
 

@@ -10,15 +10,15 @@
 --   WHERE run_id = ? AND task = ? AND metric = ? AND lang <> 'en' GROUP BY layer;
 -- Spearman's ρ and p-values: `xling query correlate` (scipy).
 --
---   gap_vs_benchmark(mode := NULL, stat := 'max', k := 16, at_run := NULL, at_layer := NULL):
---   the same for a selection mode, pooled statistic and top-k, restricted to one run and/or
+--   gap_vs_benchmark(mode := NULL, stat := 'max', k := 16, ref := 'en', at_run := NULL,
+--   at_layer := NULL): the same for a selection mode, pooled statistic, top-k and reference, restricted to one run and/or
 --   layer (see activation_scores); the view gap_vs_benchmark uses the defaults.
-CREATE OR REPLACE MACRO gap_vs_benchmark(mode := NULL, stat := 'max', k := 16, at_run := NULL,
-                                         at_layer := NULL) AS TABLE
+CREATE OR REPLACE MACRO gap_vs_benchmark(mode := NULL, stat := 'max', k := 16, ref := 'en',
+                                         at_run := NULL, at_layer := NULL) AS TABLE
 SELECT g.run_id, g.layer, g.lang, g.resource_group, g.score AS act_score, g.gap_vs_en_pct,
        b.task, b.metric, b.value AS bench_value, b.stderr AS bench_stderr,
        b.n_samples AS bench_n, r.model_id, b.steer
-FROM gap_by_lang(mode := mode, stat := stat, k := k, at_run := at_run,
+FROM gap_by_lang(mode := mode, stat := stat, k := k, ref := ref, at_run := at_run,
                  at_layer := at_layer) g
 JOIN runs r USING (run_id)
 JOIN benchmarks b ON b.model_id = r.model_id AND b.lang = g.lang

@@ -6,12 +6,16 @@
 --   lang_fire_rate       LAPE's p of the feature for `target_lang` (Σ n_active / Σ tokens)
 --   lang_share           lang_fire_rate / Σ over the run's languages of fire_rate (1: fires
 --                        for `target_lang` only — language-specific)
+--   lang_active_phrases, en_active_phrases
+--                        the feature's support: phrases of the language (of English) on
+--                        which it fired; a feature seen on one phrase is noise, not a finding
 -- Filter with WHERE run_id = ? AND layer = ?; order by deficit or lang_share.
 --
 --   language_features(target_lang, stat := 'max')
 CREATE OR REPLACE MACRO language_features(target_lang, stat := 'max') AS TABLE
 SELECT f.run_id, f.layer, f.feature, f.lang_mean, f.en_mean, f.en_mean - f.lang_mean AS deficit,
-       f.lang_fire_rate, f.lang_fire_rate / f.fire_rate_sum AS lang_share, f.lang_active_phrases
+       f.lang_fire_rate, f.lang_fire_rate / f.fire_rate_sum AS lang_share, f.lang_active_phrases,
+       f.en_active_phrases
 FROM (
     SELECT s.run_id, s.layer, s.feature,
            coalesce(max(s.mean_act) FILTER (WHERE s.lang = target_lang), 0) AS lang_mean,
@@ -19,7 +23,9 @@ FROM (
            coalesce(max(s.fire_rate) FILTER (WHERE s.lang = target_lang), 0) AS lang_fire_rate,
            sum(s.fire_rate) AS fire_rate_sum,
            coalesce(max(s.n_active_phrases) FILTER (WHERE s.lang = target_lang), 0)
-               AS lang_active_phrases
+               AS lang_active_phrases,
+           coalesce(max(s.n_active_phrases) FILTER (WHERE s.lang = 'en'), 0)
+               AS en_active_phrases
     FROM (
         SELECT x.run_id, x.layer, x.feature, x.lang, x.fire_rate, x.n_active_phrases,
                CASE stat WHEN 'max' THEN x.mean_act_max WHEN 'mean' THEN x.mean_act_mean

@@ -1,4 +1,4 @@
-"""`xling bench import|run|bpb|list|models`."""
+"""`xling bench import|run|bpb|parity|list|models`."""
 
 from __future__ import annotations
 
@@ -179,7 +179,9 @@ def bpb(
     """Bits per byte of a model on the corpus phrases, per language (task `bpb`).
 
     Σ token NLL (nats) / ln 2 / Σ UTF-8 bytes over a language's phrases; each phrase is
-    read after BOS, so its first token counts. Lower is better.
+    read after BOS, so its first token counts. Lower is better within one script only: UTF-8
+    spends 1 byte on a Latin character and 3 on Devanagari, Malayalam or CJK, so bpb is not
+    comparable across scripts; compare languages with `bench parity`.
     """
     from xling.analysis.bpb import BpbConfig, bench_bpb
 
@@ -200,6 +202,40 @@ def bpb(
     with open_warehouse(db, read_only=False) as wh:
         table = bench_bpb(wh, cfg)
     render(table.drop(columns="model_id"), fmt, title="bits per byte", name="bpb")
+
+
+@app.command("parity")
+def parity(
+    run_id: Annotated[
+        int | None,
+        typer.Option("--run", help="Run whose model and phrases are scored (default: latest)."),
+    ] = None,
+    groups: Annotated[
+        int | None,
+        typer.Option("--groups", min=1, help="Only the first N aligned groups (by group_id)."),
+    ] = None,
+    ref: Annotated[str, typer.Option("--ref", help="Reference language.")] = "en",
+    batch_size: BatchOpt = 16,
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "auto",
+    db: DbOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Information parity of a run's model per language (task `parity`; Tsvetkov & Kipnis).
+
+    Mean over aligned groups of NLL(--ref phrase) / NLL(its translation), NLL in nats over
+    every real token after BOS, with the run's adapter and steering applied. 1 = parity,
+    below 1 = the language costs more. Stored per phrase (phrase_nll) and per language
+    (benchmarks), so `query capability` and `query correlate --task parity` read it.
+    """
+    from xling.analysis.capability import ParityConfig, bench_parity
+
+    cfg = ParityConfig(
+        run=run_id, groups=groups, ref=ref, batch_size=batch_size, dtype=dtype, device=device
+    )
+    with open_warehouse(db, read_only=False) as wh:
+        table = bench_parity(wh, cfg)
+    render(table.drop(columns="model_id"), fmt, title="information parity", name="parity")
 
 
 @app.command("list")

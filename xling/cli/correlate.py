@@ -18,7 +18,7 @@ class Against(enum.StrEnum):
 
 
 TaskOpt = Annotated[
-    str, typer.Option("--task", help="Benchmark task as stored, e.g. arc, mmlu, xling_mc, bpb.")
+    str, typer.Option("--task", help="Benchmark task as stored, e.g. arc, mmlu, xling_mc, parity.")
 ]
 MetricOpt = Annotated[
     str | None,
@@ -47,10 +47,12 @@ def correlate(
 ) -> None:
     """Correlation across languages of the activation gap with a benchmark, per layer.
 
-    Pearson r and Spearman ρ with n and two-sided p-values, between gap_vs_en_pct (or A)
-    and the scores of the run's model.
-    A positive r against the gap means languages with weaker activations score higher;
-    for accuracy expect a negative r, for bits per byte (lower is better) a positive one.
+    Pearson r (with a 95 % Fisher-z interval) and Spearman ρ with n and two-sided p-values,
+    between gap_vs_en_pct (or A) and the scores of the run's model.
+    A positive r against the gap means languages with weaker activations score higher; for
+    accuracy or information parity (`bench parity`) a negative r is the expected sign. Bits
+    per byte is not comparable across scripts (UTF-8 bytes per character differ), so its
+    correlation with the gap is mostly a script effect.
     """
     from xling.analysis.correlate import correlate as run_correlate
 

@@ -40,6 +40,16 @@ def export(
     caption: Annotated[
         str | None, typer.Option("--caption", help="LaTeX caption (default: name, run, model).")
     ] = None,
+    ci: Annotated[
+        bool,
+        typer.Option(
+            "--ci",
+            help="Metrics (gap_by_layer, gap_by_lang, gap_by_lang_summary, activation_scores, "
+            "similarity_by_layer): add *_lo/*_hi, a 95 % bootstrap interval over groups.",
+        ),
+    ] = False,
+    n_boot: Annotated[int, typer.Option("--n-boot", min=10, help="Resamples (--ci).")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Bootstrap seed (--ci).")] = 0,
     db: DbOpt = None,
 ) -> None:
     """Write a table or view as Parquet, CSV, JSON, Markdown or a LaTeX booktabs table.
@@ -50,7 +60,16 @@ def export(
 
     with open_warehouse(db) as wh:
         n = export_view(
-            wh, name, out, fmt.value if fmt else None, run=run, all_runs=all_runs, caption=caption
+            wh,
+            name,
+            out,
+            fmt.value if fmt else None,
+            run=run,
+            all_runs=all_runs,
+            caption=caption,
+            ci=ci,
+            n_boot=n_boot,
+            seed=seed,
         )
     typer.echo(f"wrote {n} rows of {name} to {out}")
 

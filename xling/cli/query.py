@@ -15,6 +15,7 @@ app = typer.Typer(help="The paper's metrics from the SQL views.", no_args_is_hel
 class Mode(enum.StrEnum):
     origin = "origin"
     english_topk = "english-topk"
+    group_topk = "group-topk"
 
 
 class Stat(enum.StrEnum):
@@ -35,14 +36,30 @@ ModeOpt = Annotated[
     Mode | None,
     typer.Option(
         "--mode",
-        help="Feature selection for A(L, l): origin (the phrases' origin features) or "
-        "english-topk (default: origin when the run's phrases carry origins).",
+        help="Feature selection for A(L, l): origin (the phrases' origin features), "
+        "english-topk (each group's top-k on its --ref phrase, which favours --ref) or "
+        "group-topk (top-k of the mean over the group's languages; no language favoured). "
+        "Default: origin when the run's phrases carry origins, else english-topk.",
     ),
 ]
 StatOpt = Annotated[
     Stat, typer.Option("--stat", help="Pooled activation: max (act_max) or mean (act_mean).")
 ]
-KOpt = Annotated[int, typer.Option("--k", min=1, help="english-topk: features per English phrase.")]
+KOpt = Annotated[int, typer.Option("--k", min=1, help="topk modes: features per group.")]
+RefOpt = Annotated[
+    str,
+    typer.Option(
+        "--ref",
+        help="Reference language: picks english-topk's features, is the baseline of the gap "
+        "against it and is left out of H in gap_pct.",
+    ),
+]
+CiOpt = Annotated[
+    bool,
+    typer.Option("--ci", help="Add *_lo/*_hi: 95 % percentile bootstrap over aligned groups."),
+]
+NBootOpt = Annotated[int, typer.Option("--n-boot", min=10, help="Bootstrap resamples (--ci).")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Bootstrap seed (--ci).")]
 
 
 def _title(
@@ -75,19 +92,44 @@ def gap(
     mode: ModeOpt = None,
     stat: StatOpt = Stat.max,
     k: KOpt = 16,
+    ref: RefOpt = "en",
+    include_ref: Annotated[
+        bool, typer.Option("--include-ref", help="Count the reference language in H (or W).")
+    ] = False,
+    ci: CiOpt = False,
+    n_boot: NBootOpt = 1000,
+    seed: SeedOpt = 0,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Activation gap between high- and low-resource languages per layer.
 
-    gap_pct = 100·(H − W)/H, H and W the mean A(L, l) of each group's languages.
+    gap_pct = 100·(H − W)/H, H and W the mean A(L, l) of each group's languages, the reference
+    language left out (--include-ref puts it back); high_langs and low_langs say which entered.
     """
-    from xling import analysis
+    from xling.analysis import queries
 
     with open_warehouse(db) as wh:
-        df = analysis.gap(wh, run, layer, _mode(mode), stat.value, k)
+        df = queries.gap(
+            wh,
+            run,
+            layer,
+            _mode(mode),
+            stat.value,
+            k,
+            ref=ref,
+            include_ref=include_ref,
+            ci=ci,
+            n_boot=n_boot,
+            seed=seed,
+        )
         title = _title(
-            wh, "activation gap", run, df["mode"].iloc[0] if len(df) else None, stat.value, layer
+            wh,
+            "activation gap",
+            run,
+            f"{df['mode'].iloc[0]}, ref {ref}" if len(df) else None,
+            stat.value,
+            layer,
         )
     render(df, fmt, title=title, name="gap_by_layer")
 
@@ -99,53 +141,85 @@ def languages(
     mode: ModeOpt = None,
     stat: StatOpt = Stat.max,
     k: KOpt = 16,
+    ref: RefOpt = "en",
+    ci: CiOpt = False,
+    n_boot: NBootOpt = 1000,
+    seed: SeedOpt = 0,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Each language's activation gap against English (the paper's Appendix D).
+    """Each language's activation gap against the reference, English by default (the paper's
+    Appendix D).
 
     Mean and sample standard deviation of gap_vs_en_pct across the run's layers, or at --layer.
     """
-    from xling import analysis
+    from xling.analysis import queries
 
     with open_warehouse(db) as wh:
-        df = analysis.language_summary(wh, run, layer, _mode(mode), stat.value, k)
+        df = queries.languages(
+            wh, run, layer, _mode(mode), stat.value, k, ref=ref, ci=ci, n_boot=n_boot, seed=seed
+        )
         title = _title(
             wh,
-            "gap against English",
+            f"gap against {ref}",
             run,
-            df["mode"].iloc[0] if len(df) else None,
+            f"{df['mode'].iloc[0]}, ref {ref}" if len(df) else None,
             stat.value,
             layer,
         )
     render(df, fmt, title=title, name="gap_by_lang_summary")
 
 
+class SimMetric(enum.StrEnum):
+    sim = "sim"
+    baseline = "baseline"
+    centred = "centred"
+    retrieval = "retrieval"
+
+
 @app.command()
 def similarity(
     layer: LayerOpt = None,
     matrix: Annotated[
-        bool, typer.Option("--matrix", help="All language pairs instead of each against English.")
+        bool, typer.Option("--matrix", help="All language pairs instead of each against --ref.")
     ] = False,
+    metric: Annotated[
+        SimMetric, typer.Option("--metric", help="--matrix: the value in each cell.")
+    ] = SimMetric.sim,
+    ref: Annotated[str, typer.Option("--ref", help="Reference language.")] = "en",
+    ci: CiOpt = False,
+    n_boot: NBootOpt = 1000,
+    seed: SeedOpt = 0,
     run: RunOpt = None,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Residual similarity of translations per layer (a run made with --residuals).
+    """Residual similarity of translations per layer, with its controls (a --residuals run).
 
-    Mean cosine of mean-pooled residuals against English, or of every language pair.
+    sim: mean cosine of each group's --ref and l residuals; baseline: the same over mismatched
+    groups (g ≠ g'); centred: after removing each language's mean residual; retrieval: share of
+    groups whose own l phrase is the nearest to the --ref phrase. sim near baseline is the
+    residual stream's shared direction, not alignment.
     """
-    from xling import analysis
+    from xling.analysis import queries
 
     with open_warehouse(db) as wh:
-        df = (
-            analysis.similarity_matrix(wh, run, layer, wide=True)
-            if matrix
-            else analysis.similarity(wh, run, layer)
-        )
-        title = _title(
-            wh, "residual similarity" + (" matrix" if matrix else " to English"), run, layer=layer
-        )
+        if matrix:
+            df = queries.similarity_matrix(
+                wh,
+                run,
+                layer,
+                wide=fmt == Format.table,
+                metric=metric.value,
+                ci=ci,
+                n_boot=n_boot,
+                seed=seed,
+            )
+            what = f"residual similarity matrix ({metric.value})"
+        else:
+            df = queries.similarity(wh, run, layer, ref=ref, ci=ci, n_boot=n_boot, seed=seed)
+            what = f"residual similarity to {ref}"
+        title = _title(wh, what, run, layer=layer)
     render(df, fmt, title=title, name="similarity_matrix" if matrix else "similarity_by_layer")
 
 
@@ -166,12 +240,13 @@ def lape(
     """Language-specific SAE features or MLP neurons by LAPE (Tang et al. 2024).
 
     Units whose activation probability is above the 95th percentile and has the lowest
-    entropy across languages; each belongs to the languages where it is above that bar.
+    entropy across languages; each belongs to the languages where it is above that bar, all
+    listed in `langs` (with --lang too).
     """
-    from xling import analysis
+    from xling.analysis import queries
 
     with open_warehouse(db) as wh:
-        df = analysis.lape(wh, kind.value, lang, top_rate, run=run, layer=layer)
+        df = queries.lape(wh, kind.value, lang, top_rate, run=run, layer=layer)
         title = _title(wh, f"LAPE {kind.value}, top rate {top_rate:g}", run, layer=layer)
     render(df, fmt, title=title, name=f"lape_{kind.value}")
 
@@ -192,10 +267,10 @@ def compare(
     Activation improvement per language, English retention and the cosine of English SAE
     vectors before and after.
     """
-    from xling import analysis
+    from xling.analysis import queries
 
     with open_warehouse(db) as wh:
-        df = analysis.compare(wh, base, tuned, layer, _mode(mode), stat.value, k)
+        df = queries.compare(wh, base, tuned, layer, _mode(mode), stat.value, k)
         title = (
             f"{_title(wh, 'fine-tune effect', tuned, stat=stat.value, layer=layer)}"
             f" vs base run {base}"
@@ -215,6 +290,15 @@ def features(
         ),
     ] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Rows to show.")] = 20,
+    min_support: Annotated[
+        int,
+        typer.Option(
+            "--min-support",
+            min=1,
+            help="Only features that fired on at least this many phrases (of --lang; of "
+            "English with --under). The default drops features seen once.",
+        ),
+    ] = 2,
     stat: StatOpt = Stat.max,
     run: RunOpt = None,
     db: DbOpt = None,
@@ -223,12 +307,57 @@ def features(
     """The SAE features most specific to a language, or most under-activated against English.
 
     Specific: the language's share of the feature's firing probability. --under: the largest
-    en_mean − lang_mean.
+    en_mean − lang_mean. `xling query feature` shows a feature's phrases.
     """
-    from xling import analysis
+    from xling.analysis import queries
 
     with open_warehouse(db) as wh:
-        df = analysis.features(wh, lang, layer, run, under=under, limit=limit, stat=stat.value)
+        df = queries.features(
+            wh, lang, layer, run, under=under, limit=limit, stat=stat.value, min_support=min_support
+        )
         what = "under-activated" if under else "language-specific"
         title = _title(wh, f"{what} features of {lang}", run, stat=stat.value, layer=layer)
     render(df, fmt, title=title, name=f"features_{lang}")
+
+
+@app.command()
+def feature(
+    feature: Annotated[int, typer.Option("--feature", min=0, help="SAE feature index.")],
+    layer: Annotated[int, typer.Option("--layer", "-l", min=0, help="Layer.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="Phrases per language.")] = 5,
+    stat: StatOpt = Stat.max,
+    run: RunOpt = None,
+    db: DbOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """One SAE feature's top phrases in each language, with their activations.
+
+    n_lang_active counts the language's phrases on which the feature fired at all.
+    """
+    from xling.analysis import queries
+
+    with open_warehouse(db) as wh:
+        df = queries.feature_phrases(wh, layer, feature, run, top=top, stat=stat.value)
+        title = _title(wh, f"feature {feature}", run, stat=stat.value, layer=layer)
+    render(df, fmt, title=title, name=f"feature_{layer}_{feature}")
+
+
+@app.command()
+def capability(
+    ref: Annotated[str, typer.Option("--ref", help="Reference language.")] = "en",
+    run: RunOpt = None,
+    db: DbOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Per language: token premium (tokens against --ref's over the same groups, BOS excluded)
+    and information parity (NLL of --ref / NLL of the language; `xling bench parity` first).
+
+    Both compare the same content across scripts, unlike bits per byte: a premium above 1 and a
+    parity below 1 mean the language costs the model more.
+    """
+    from xling.analysis.capability import capability as capability_table
+
+    with open_warehouse(db) as wh:
+        df = capability_table(wh, run, ref=ref)
+        title = _title(wh, f"capability against {ref}", run)
+    render(df, fmt, title=title, name="capability")

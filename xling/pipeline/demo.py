@@ -186,9 +186,7 @@ def demo_tables(wh: Warehouse, run_id: int) -> list[tuple[str, pd.DataFrame]]:
         ["lang", "name", "resource_group", "mean_gap_pct", "std_gap_pct"]
     ]
     # Languages down, layers across: fits a terminal whatever the number of languages.
-    sim = analysis.similarity(wh, run=run_id).pivot(
-        index="lang", columns="layer", values="similarity"
-    )
+    sim = analysis.similarity(wh, run=run_id).pivot(index="lang", columns="layer", values="sim")
     sim.columns = [f"L{layer}" for layer in sim.columns]
     sim = sim.reset_index()
     return [
