@@ -1,0 +1,276 @@
+"""Summaries of feature_acts kept per committed chunk, so metric queries skip the raw rows.
+
+    update_summaries(con, run_id, phrase_ids)   in the chunk's transaction, after its rows
+    finish_summaries(con, run_id)               in the finishing transaction: fold partials
+    rebuild_summaries(con, run_id)              a run from before summaries, from its raw rows
+    has_summaries(con, run_id, k)               whether the summary macros can answer
+
+The tables (migration 008) hold, per run: `summary_feature_lang` (per layer, language and
+feature: sums of act_max and act_mean, active phrases and tokens), `summary_origin` (per
+origin layer, language and origin feature: the language's phrases' activations at their
+group's origin, absent rows adding 0, and their count), `summary_topk` (each group's English
+top-k_max features per layer and statistic) and `summary_topk_hits` (per layer, language,
+statistic and rank r: the summed activation of the language's phrases at their group's
+rank-r English feature, and the number of such pairs). Every number a score needs is a sum
+over phrases, so a chunk appends its own partial rows and readers sum them: a chunk that rolls
+back takes its partials with it, and a resumed run adds exactly the missing phrases'.
+
+A top-k pair (a phrase, its group's English phrase) is counted by the chunk that commits the
+later of the two: that chunk reads the earlier one's rows by phrase id (zone maps skip the
+rest). Partial rows are folded to one row per key when they outnumber the folded ones, and
+at finish: each row is folded O(1) times on average, so the upkeep grows with the run's rows.
+
+The macros in sql/views/summary_scores.sql read these tables (activation_scores_summary,
+feature_lang_stats_summary) and give the numbers of activation_scores and feature_lang_stats.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+K_MAX = 16  # top-k summaries answer k <= this (the views' default k)
+_ADDITIVE = {
+    "summary_feature_lang": (
+        "layer, lang, feature",
+        "sum(s_max) AS s_max, sum(s_mean) AS s_mean, sum(n_active_phrases) AS n_active_phrases, "
+        "sum(n_active_tokens) AS n_active_tokens",
+    ),
+    "summary_origin": (
+        "layer, lang, feature",
+        "sum(s_max) AS s_max, sum(s_mean) AS s_mean, sum(n_targets) AS n_targets",
+    ),
+    "summary_topk_hits": (
+        "layer, lang, stat, rank",
+        "sum(act_sum) AS act_sum, sum(n_units) AS n_units",
+    ),
+}
+_MIN_FOLD = 100_000  # partial rows below this are never worth a fold
+_counter = itertools.count()
+
+
+def has_summaries(con: duckdb.DuckDBPyConnection, run_id: int, k: int = K_MAX) -> bool:
+    """True when run `run_id` keeps summaries holding top-k for `k`."""
+    row = con.execute("SELECT k_max FROM summary_runs WHERE run_id = ?", [run_id]).fetchone()
+    return row is not None and k <= row[0]
+
+
+def update_summaries(
+    con: duckdb.DuckDBPyConnection, run_id: int, phrase_ids: Sequence[int] | np.ndarray
+) -> int:
+    """Add the summaries of phrases `phrase_ids`, whose rows and phrase_tokens rows for run
+    `run_id` are already written (in the caller's transaction). Returns partial rows added."""
+    ids = pa.table({"phrase_id": pa.array(np.asarray(phrase_ids, np.int64))})
+    if ids.num_rows == 0:
+        return 0
+    con.execute("INSERT OR IGNORE INTO summary_runs VALUES (?, ?, 0, 0)", [run_id, K_MAX])
+    k_max = con.execute("SELECT k_max FROM summary_runs WHERE run_id = ?", [run_id]).fetchone()[0]
+    con.complete()
+    name = f"_xling_chunk_ids_{next(_counter)}"
+    con.register(name, ids)
+    # On an error the caller's transaction rolls back, temp tables included.
+    added = _update(con, run_id, name, int(k_max))
+    con.unregister(name)
+    for t in ("_xs_chunk", "_xs_rows", "_xs_group_phrases", "_xs_pairs", "_xs_pair_rows"):
+        con.execute(f"DROP TABLE {t}")
+    partial, folded = con.execute(
+        "UPDATE summary_runs SET partial_rows = partial_rows + ? WHERE run_id = ? "
+        "RETURNING partial_rows, folded_rows",
+        [added, run_id],
+    ).fetchone()
+    if partial > max(folded, _MIN_FOLD):
+        fold_summaries(con, run_id)
+    return added
+
+
+def _update(con: duckdb.DuckDBPyConnection, run_id: int, ids: str, k_max: int) -> int:
+    p = {"run": run_id, "k": k_max}
+    con.execute(
+        f"CREATE TEMP TABLE _xs_chunk AS SELECT p.phrase_id, p.group_id, p.lang "
+        f"FROM phrases p WHERE p.phrase_id IN (SELECT phrase_id FROM {ids})"
+    )
+    # The chunk's rows at the run's layers (the views score only those).
+    _sql(
+        con,
+        """
+        CREATE TEMP TABLE _xs_rows AS
+        SELECT f.phrase_id, f.layer, f.feature, f.act_max, f.act_mean, f.n_active,
+               c.lang, c.group_id
+        FROM feature_values f JOIN _xs_chunk c USING (phrase_id)
+        WHERE f.run_id = $run
+          AND f.layer IN (SELECT layer FROM activation_layers WHERE run_id = $run)
+        """,
+        p,
+    )
+    added = 0
+    added += _rows(
+        con,
+        """
+        INSERT INTO summary_feature_lang
+        SELECT $run, layer, lang, feature, sum(act_max), sum(act_mean), count(*),
+               sum(n_active)
+        FROM _xs_rows GROUP BY ALL
+        """,
+        p,
+    )
+    # Origins: a group's origin is its English phrase's, else its lowest phrase id's, as in
+    # activation_scores; every phrase of the chunk at its group's origin, absent rows as 0.
+    added += _rows(
+        con,
+        """
+        INSERT INTO summary_origin
+        WITH origins AS (
+            SELECT group_id, o.layer::SMALLINT AS layer, o.feature::INTEGER AS feature
+            FROM (
+                SELECT group_id,
+                       arg_min({'layer': origin_layer, 'feature': origin_feature},
+                               (lang <> 'en', phrase_id)) AS o
+                FROM phrases
+                WHERE origin_layer IS NOT NULL AND origin_feature IS NOT NULL
+                  AND group_id IN (SELECT group_id FROM _xs_chunk)
+                GROUP BY group_id
+            )
+        )
+        SELECT $run, o.layer, c.lang, o.feature, coalesce(sum(r.act_max), 0),
+               coalesce(sum(r.act_mean), 0), count(*)
+        FROM _xs_chunk c
+        JOIN origins o USING (group_id)
+        JOIN (SELECT layer FROM activation_layers WHERE run_id = $run) l USING (layer)
+        LEFT JOIN _xs_rows r
+               ON r.phrase_id = c.phrase_id AND r.layer = o.layer AND r.feature = o.feature
+        GROUP BY ALL
+        """,
+        p,
+    )
+    # The chunk's English phrases' top-k per layer and statistic (ties by lower feature id).
+    _sql(
+        con,
+        """
+        INSERT INTO summary_topk
+        SELECT $run, layer, group_id, stat, rank, feature FROM (
+            SELECT layer, group_id, stat, feature,
+                   row_number() OVER (PARTITION BY layer, group_id, stat
+                                      ORDER BY act DESC, feature) AS rank
+            FROM (
+                SELECT layer, group_id, feature, 'max' AS stat, act_max AS act
+                FROM _xs_rows WHERE lang = 'en'
+                UNION ALL
+                SELECT layer, group_id, feature, 'mean', act_mean
+                FROM _xs_rows WHERE lang = 'en'
+            )
+        ) WHERE rank <= $k
+        """,
+        p,
+    )
+    # Pairs counted now: both phrases committed, and one of them in this chunk.
+    _sql(
+        con,
+        """
+        CREATE TEMP TABLE _xs_group_phrases AS
+        SELECT t.phrase_id, p.group_id, p.lang
+        FROM phrase_tokens t JOIN phrases p USING (phrase_id)
+        WHERE t.run_id = $run AND p.group_id IN (SELECT group_id FROM _xs_chunk)
+        """,
+        p,
+    )
+    _sql(
+        con,
+        """
+        CREATE TEMP TABLE _xs_pairs AS
+        SELECT g.phrase_id, g.group_id, g.lang, g.phrase_id IN (SELECT phrase_id FROM _xs_chunk)
+                   AS in_chunk
+        FROM _xs_group_phrases g
+        JOIN _xs_group_phrases e ON e.group_id = g.group_id AND e.lang = 'en'
+        WHERE g.phrase_id IN (SELECT phrase_id FROM _xs_chunk)
+           OR e.phrase_id IN (SELECT phrase_id FROM _xs_chunk)
+        """,
+        p,
+    )
+    # Rows of the pairs' phrases: this chunk's from _xs_rows, earlier ones' by phrase id.
+    _sql(
+        con,
+        """
+        CREATE TEMP TABLE _xs_pair_rows AS
+        SELECT phrase_id, layer, feature, act_max, act_mean FROM _xs_rows
+        UNION ALL
+        SELECT f.phrase_id, f.layer, f.feature, f.act_max, f.act_mean
+        FROM feature_values f
+        WHERE f.run_id = $run
+          AND f.phrase_id IN (SELECT phrase_id FROM _xs_pairs WHERE NOT in_chunk)
+        """,
+        p,
+    )
+    added += _rows(
+        con,
+        """
+        INSERT INTO summary_topk_hits
+        SELECT $run, t.layer, q.lang, t.stat, t.rank,
+               coalesce(sum(CASE t.stat WHEN 'max' THEN r.act_max ELSE r.act_mean END), 0),
+               count(*)
+        FROM _xs_pairs q
+        JOIN summary_topk t ON t.run_id = $run AND t.group_id = q.group_id
+        LEFT JOIN _xs_pair_rows r
+               ON r.phrase_id = q.phrase_id AND r.layer = t.layer AND r.feature = t.feature
+        GROUP BY ALL
+        """,
+        p,
+    )
+    return added
+
+
+def _sql(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> duckdb.DuckDBPyConnection:
+    """Execute with the named parameters `sql` uses (DuckDB refuses unused ones)."""
+    return con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> int:
+    return int(_sql(con, sql, params).fetchone()[0])
+
+
+def fold_summaries(con: duckdb.DuckDBPyConnection, run_id: int) -> int:
+    """Fold run `run_id`'s partial summary rows to one per key; returns the rows kept."""
+    kept = 0
+    for table, (keys, sums) in _ADDITIVE.items():
+        con.execute(
+            f"CREATE TEMP TABLE _xs_fold AS SELECT run_id, {keys}, {sums} FROM {table} "
+            f"WHERE run_id = ? GROUP BY run_id, {keys}",
+            [run_id],
+        )
+        con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+        kept += _rows(con, f"INSERT INTO {table} BY NAME SELECT * FROM _xs_fold", {})
+        con.execute("DROP TABLE _xs_fold")
+    con.execute(
+        "UPDATE summary_runs SET partial_rows = 0, folded_rows = ? WHERE run_id = ?",
+        [kept, run_id],
+    )
+    return kept
+
+
+def finish_summaries(con: duckdb.DuckDBPyConnection, run_id: int) -> int:
+    """At run finish, in its transaction: fold the partials (rows kept; 0 without any)."""
+    if con.execute("SELECT 1 FROM summary_runs WHERE run_id = ?", [run_id]).fetchone() is None:
+        return 0
+    kept = fold_summaries(con, run_id)
+    log.info("run %d: summaries folded to %d rows", run_id, kept)
+    return kept
+
+
+def rebuild_summaries(con: duckdb.DuckDBPyConnection, run_id: int) -> int:
+    """Drop and recompute run `run_id`'s summaries from its raw rows (caller's transaction)."""
+    for table in (*_ADDITIVE, "summary_topk", "summary_runs"):
+        con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+    ids = [
+        r[0]
+        for r in con.execute(
+            "SELECT phrase_id FROM phrase_tokens WHERE run_id = ? ORDER BY phrase_id", [run_id]
+        ).fetchall()
+    ]
+    update_summaries(con, run_id, ids)
+    return finish_summaries(con, run_id)
