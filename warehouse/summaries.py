@@ -76,7 +76,8 @@ def update_summaries(
     name = f"_xling_chunk_ids_{next(_counter)}"
     con.register(name, ids)
     # On an error the caller's transaction rolls back, temp tables included.
-    added = _update(con, run_id, name, int(k_max))
+    ends = (int(ids.column(0).to_numpy().min()), int(ids.column(0).to_numpy().max()))
+    added = _update(con, run_id, name, int(k_max), ends)
     con.unregister(name)
     for t in ("_xs_chunk", "_xs_rows", "_xs_group_phrases", "_xs_pairs", "_xs_pair_rows"):
         con.execute(f"DROP TABLE {t}")
@@ -90,8 +91,10 @@ def update_summaries(
     return added
 
 
-def _update(con: duckdb.DuckDBPyConnection, run_id: int, ids: str, k_max: int) -> int:
-    p = {"run": run_id, "k": k_max}
+def _update(
+    con: duckdb.DuckDBPyConnection, run_id: int, ids: str, k_max: int, ends: tuple[int, int]
+) -> int:
+    p = {"run": run_id, "k": k_max, "lo": ends[0], "hi": ends[1]}
     con.execute(
         f"CREATE TEMP TABLE _xs_chunk AS SELECT p.phrase_id, p.group_id, p.lang "
         f"FROM phrases p WHERE p.phrase_id IN (SELECT phrase_id FROM {ids})"
@@ -104,7 +107,7 @@ def _update(con: duckdb.DuckDBPyConnection, run_id: int, ids: str, k_max: int) -
         SELECT f.phrase_id, f.layer, f.feature, f.act_max, f.act_mean, f.n_active,
                c.lang, c.group_id
         FROM feature_values f JOIN _xs_chunk c USING (phrase_id)
-        WHERE f.run_id = $run
+        WHERE f.run_id = $run AND f.phrase_id BETWEEN $lo AND $hi
           AND f.layer IN (SELECT layer FROM activation_layers WHERE run_id = $run)
         """,
         p,
@@ -193,20 +196,28 @@ def _update(con: duckdb.DuckDBPyConnection, run_id: int, ids: str, k_max: int) -
         """,
         p,
     )
-    # Rows of the pairs' phrases: this chunk's from _xs_rows, earlier ones' by phrase id.
-    _sql(
-        con,
-        """
-        CREATE TEMP TABLE _xs_pair_rows AS
-        SELECT phrase_id, layer, feature, act_max, act_mean FROM _xs_rows
-        UNION ALL
-        SELECT f.phrase_id, f.layer, f.feature, f.act_max, f.act_mean
-        FROM feature_values f
-        WHERE f.run_id = $run
-          AND f.phrase_id IN (SELECT phrase_id FROM _xs_pairs WHERE NOT in_chunk)
-        """,
-        p,
+    # Rows of the pairs' phrases: this chunk's from _xs_rows, earlier ones' by phrase id
+    # (the constant id range lets the zone maps skip the other row groups; no scan at all
+    # when every pair's phrases are in this chunk).
+    con.execute(
+        "CREATE TEMP TABLE _xs_pair_rows AS "
+        "SELECT phrase_id, layer, feature, act_max, act_mean FROM _xs_rows"
     )
+    lo, hi = con.execute(
+        "SELECT min(phrase_id), max(phrase_id) FROM _xs_pairs WHERE NOT in_chunk"
+    ).fetchone()
+    if lo is not None:
+        _sql(
+            con,
+            """
+            INSERT INTO _xs_pair_rows
+            SELECT f.phrase_id, f.layer, f.feature, f.act_max, f.act_mean
+            FROM feature_values f
+            WHERE f.run_id = $run AND f.phrase_id BETWEEN $old_lo AND $old_hi
+              AND f.phrase_id IN (SELECT phrase_id FROM _xs_pairs WHERE NOT in_chunk)
+            """,
+            {**p, "old_lo": lo, "old_hi": hi},
+        )
     added += _rows(
         con,
         """
