@@ -1,27 +1,30 @@
-"""Summaries of feature_acts kept per committed chunk, so metric queries skip the raw rows.
+"""Summaries of feature_acts kept by the warehouse, so metric queries skip the raw rows.
 
-    update_summaries(con, run_id, phrase_ids)   in the chunk's transaction, after its rows
-    finish_summaries(con, run_id)               in the finishing transaction: fold partials
+    update_summaries(con, run_id, phrase_ids)   in each chunk's transaction, after its rows
+    finish_summaries(con, run_id)               in the finishing transaction
     rebuild_summaries(con, run_id)              a run from before summaries, from its raw rows
     has_summaries(con, run_id, k)               whether the summary macros can answer
 
-The tables (migration 008) hold, per run: `summary_feature_lang` (per layer, language and
-feature: sums of act_max and act_mean, active phrases and tokens), `summary_origin` (per
-origin layer, language and origin feature: the language's phrases' activations at their
-group's origin, absent rows adding 0, and their count), `summary_topk` (each group's English
-top-k_max features per layer and statistic) and `summary_topk_hits` (per layer, language,
-statistic and rank r: the summed activation of the language's phrases at their group's
-rank-r English feature, and the number of such pairs). Every number a score needs is a sum
-over phrases, so a chunk appends its own partial rows and readers sum them: a chunk that rolls
-back takes its partials with it, and a resumed run adds exactly the missing phrases'.
+Tables (migration 008), per run:
+- `summary_origin`: per origin layer, language and origin feature, the language's phrases'
+  activations at their group's origin (absent rows add 0) and their count; per chunk.
+- `summary_topk`: each group's English top-k_max features per layer and statistic (ties by
+  lower feature id); per chunk, from the chunk's English phrases.
+- `summary_topk_hits`: per layer, language, statistic and rank r, the summed activation of the
+  language's phrases at their group's rank-r English feature and the number of such pairs;
+  per chunk. A pair (a phrase, its group's English phrase) is counted by the chunk that
+  commits the later of the two, which reads the earlier one's rows by phrase id.
+- `summary_feature_lang`: per layer, language and feature, sums of act_max, act_mean, active
+  phrases and tokens; at finish, in one pass over the run's rows (per-chunk partials would be
+  nearly as many rows as the chunks: a chunk rarely repeats a (layer, language, feature)).
 
-A top-k pair (a phrase, its group's English phrase) is counted by the chunk that commits the
-later of the two: that chunk reads the earlier one's rows by phrase id (zone maps skip the
-rest). Partial rows are folded to one row per key when they outnumber the folded ones, and
-at finish: each row is folded O(1) times on average, so the upkeep grows with the run's rows.
+Per-chunk numbers are sums over phrases, so a chunk appends partial rows that readers sum: a
+chunk that rolls back takes its partials with it, and a resumed run adds exactly the missing
+phrases'. Partials are folded to one row per key when they outnumber the folded rows, and at
+finish, so each is folded O(1) times on average: the upkeep grows with the run's rows.
 
-The macros in sql/views/summary_scores.sql read these tables (activation_scores_summary,
-feature_lang_stats_summary) and give the numbers of activation_scores and feature_lang_stats.
+sql/views/summary_scores.sql reads these tables (activation_scores_summary,
+feature_lang_stats_summary) and gives the numbers of activation_scores and feature_lang_stats.
 """
 
 from __future__ import annotations
@@ -38,11 +41,6 @@ log = logging.getLogger(__name__)
 
 K_MAX = 16  # top-k summaries answer k <= this (the views' default k)
 _ADDITIVE = {
-    "summary_feature_lang": (
-        "layer, lang, feature",
-        "sum(s_max) AS s_max, sum(s_mean) AS s_mean, sum(n_active_phrases) AS n_active_phrases, "
-        "sum(n_active_tokens) AS n_active_tokens",
-    ),
     "summary_origin": (
         "layer, lang, feature",
         "sum(s_max) AS s_max, sum(s_mean) AS s_mean, sum(n_targets) AS n_targets",
@@ -57,9 +55,11 @@ _counter = itertools.count()
 
 
 def has_summaries(con: duckdb.DuckDBPyConnection, run_id: int, k: int = K_MAX) -> bool:
-    """True when run `run_id` keeps summaries holding top-k for `k`."""
-    row = con.execute("SELECT k_max FROM summary_runs WHERE run_id = ?", [run_id]).fetchone()
-    return row is not None and k <= row[0]
+    """True when run `run_id`'s summaries are complete (finished) and hold top-k for `k`."""
+    row = con.execute(
+        "SELECT k_max, finished FROM summary_runs WHERE run_id = ?", [run_id]
+    ).fetchone()
+    return row is not None and bool(row[1]) and k <= row[0]
 
 
 def update_summaries(
@@ -70,7 +70,7 @@ def update_summaries(
     ids = pa.table({"phrase_id": pa.array(np.asarray(phrase_ids, np.int64))})
     if ids.num_rows == 0:
         return 0
-    con.execute("INSERT OR IGNORE INTO summary_runs VALUES (?, ?, 0, 0)", [run_id, K_MAX])
+    con.execute("INSERT OR IGNORE INTO summary_runs VALUES (?, ?, 0, 0, false)", [run_id, K_MAX])
     k_max = con.execute("SELECT k_max FROM summary_runs WHERE run_id = ?", [run_id]).fetchone()[0]
     con.complete()
     name = f"_xling_chunk_ids_{next(_counter)}"
@@ -113,16 +113,6 @@ def _update(
         p,
     )
     added = 0
-    added += _rows(
-        con,
-        """
-        INSERT INTO summary_feature_lang
-        SELECT $run, layer, lang, feature, sum(act_max), sum(act_mean), count(*),
-               sum(n_active)
-        FROM _xs_rows GROUP BY ALL
-        """,
-        p,
-    )
     # Origins: a group's origin is its English phrase's, else its lowest phrase id's, as in
     # activation_scores; every phrase of the chunk at its group's origin, absent rows as 0.
     added += _rows(
@@ -152,23 +142,22 @@ def _update(
         """,
         p,
     )
-    # The chunk's English phrases' top-k per layer and statistic (ties by lower feature id).
+    # The chunk's English phrases' top-k per layer and statistic: max_by keeps the k largest
+    # keys in order, the key ranking by act, then by lower feature id.
     _sql(
         con,
         """
         INSERT INTO summary_topk
-        SELECT $run, layer, group_id, stat, rank, feature FROM (
-            SELECT layer, group_id, stat, feature,
-                   row_number() OVER (PARTITION BY layer, group_id, stat
-                                      ORDER BY act DESC, feature) AS rank
-            FROM (
-                SELECT layer, group_id, feature, 'max' AS stat, act_max AS act
-                FROM _xs_rows WHERE lang = 'en'
-                UNION ALL
-                SELECT layer, group_id, feature, 'mean', act_mean
-                FROM _xs_rows WHERE lang = 'en'
-            )
-        ) WHERE rank <= $k
+        SELECT $run, layer, group_id, stat, generate_subscripts(top, 1) AS rank, unnest(top)
+        FROM (
+            SELECT layer, group_id, 'max' AS stat,
+                   max_by(feature, {'act': act_max, 'feature': -feature}, $k) AS top
+            FROM _xs_rows WHERE lang = 'en' GROUP BY layer, group_id
+            UNION ALL
+            SELECT layer, group_id, 'mean',
+                   max_by(feature, {'act': act_mean, 'feature': -feature}, $k)
+            FROM _xs_rows WHERE lang = 'en' GROUP BY layer, group_id
+        )
         """,
         p,
     )
@@ -268,14 +257,31 @@ def finish_summaries(con: duckdb.DuckDBPyConnection, run_id: int) -> int:
     """At run finish, in its transaction: fold the partials (rows kept; 0 without any)."""
     if con.execute("SELECT 1 FROM summary_runs WHERE run_id = ?", [run_id]).fetchone() is None:
         return 0
+    con.execute("DELETE FROM summary_feature_lang WHERE run_id = ?", [run_id])
+    # Per-chunk partials of these sums would be nearly as many rows as the chunk itself (a
+    # chunk rarely repeats a (layer, language, feature)); one pass over the run is cheaper.
+    _sql(
+        con,
+        """
+        INSERT INTO summary_feature_lang
+        SELECT $run, f.layer, p.lang, f.feature, sum(f.act_max), sum(f.act_mean), count(*),
+               sum(f.n_active)
+        FROM feature_values f JOIN phrases p USING (phrase_id)
+        WHERE f.run_id = $run
+          AND f.layer IN (SELECT layer FROM activation_layers WHERE run_id = $run)
+        GROUP BY ALL
+        """,
+        {"run": run_id},
+    )
     kept = fold_summaries(con, run_id)
+    con.execute("UPDATE summary_runs SET finished = true WHERE run_id = ?", [run_id])
     log.info("run %d: summaries folded to %d rows", run_id, kept)
     return kept
 
 
 def rebuild_summaries(con: duckdb.DuckDBPyConnection, run_id: int) -> int:
     """Drop and recompute run `run_id`'s summaries from its raw rows (caller's transaction)."""
-    for table in (*_ADDITIVE, "summary_topk", "summary_runs"):
+    for table in (*_ADDITIVE, "summary_feature_lang", "summary_topk", "summary_runs"):
         con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
     ids = [
         r[0]

@@ -14,7 +14,8 @@ CREATE TABLE feature_acts_compact (
     n_active  SMALLINT NOT NULL
 );
 
--- Per (run, layer, language, feature): sums over the language's phrases of the run.
+-- Per (run, layer, language, feature): sums over the language's phrases of the run (written
+-- at finish in one pass; partials per chunk would be nearly as many rows as the chunks).
 CREATE TABLE summary_feature_lang (
     run_id           INTEGER NOT NULL,
     layer            SMALLINT NOT NULL,
@@ -61,10 +62,12 @@ CREATE TABLE summary_topk_hits (
     n_units BIGINT NOT NULL
 );
 
--- Bookkeeping per run: the k the top-k summaries hold, and partial rows since the last fold.
+-- Bookkeeping per run: the k the top-k summaries hold, partial rows since the last fold, and
+-- whether the run's finish completed them (summary_feature_lang is written at finish).
 CREATE TABLE summary_runs (
     run_id       INTEGER PRIMARY KEY,
     k_max        INTEGER NOT NULL,
     partial_rows BIGINT NOT NULL,
-    folded_rows  BIGINT NOT NULL
+    folded_rows  BIGINT NOT NULL,
+    finished     BOOLEAN NOT NULL
 );
