@@ -21,6 +21,7 @@ Every pair is checked equal first. The summary-reading macros are today's gap vi
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import time
 from importlib import resources
@@ -114,8 +115,12 @@ def measure(path: Path, layer: int, threads: int, repeat: int) -> dict[str, floa
         con.execute(f"SET threads = {int(threads)}")
         con.execute("SET enable_progress_bar = false")
         out: dict[str, float] = {"raw_rows": float(wh.scalar("SELECT count(*) FROM feature_acts"))}
+        # the upkeep is measured once, when the summaries are kept, and stored beside the file
+        upkeep = path.with_suffix(".upkeep.json")
         if not wh.scalar("SELECT count(*) FROM summary_runs WHERE run_id = 1"):
-            out.update(keep_summaries(wh, 500_000))
+            upkeep.write_text(json.dumps(keep_summaries(wh, 500_000)))
+        if upkeep.exists():
+            out.update(json.loads(upkeep.read_text()))
         install_summary_gaps(con)
         p = {"run": 1, "layer": layer}
         one = f"SELECT gap_pct FROM gap_by_layer_s(mode := 'origin', at_run := 1, at_layer := {layer})"
