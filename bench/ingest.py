@@ -85,7 +85,9 @@ def main() -> None:
         tmp = Path(tmp_name)
         if args.gemma:
             model_name, layers, groups = "gemma3-270m", GEMMA_LAYERS, args.groups or 100
+            t0 = time.perf_counter()
             lm = load_model(model_name)
+            load_s = time.perf_counter() - t0
             sae_dir = args.sae_dir or str(
                 build_tiny_saes(
                     tmp / "saes", layers=layers, d_in=640, d_sae=2048, model_name=model_name
@@ -97,7 +99,9 @@ def main() -> None:
                 [0, 1, 2, 3],
                 args.groups or 800,
             )
+            t0 = time.perf_counter()
             lm = load_model(model_name)
+            load_s = time.perf_counter() - t0
             sae_dir = args.sae_dir or str(build_tiny_saes(tmp / "saes")[0].parent)
         saes = {
             layer: SAE.load_from_disk(str(Path(sae_dir) / f"layer_{layer}")) for layer in layers
@@ -113,9 +117,11 @@ def main() -> None:
             f"model {model_name if args.gemma else 'tiny-gemma3'}, {n} phrases, layers {layers}, "
             f"batch {args.batch_size}, best of {args.repeat}"
         )
+        # both sides get the loaded model: the load is reported apart, never in a ratio
+        print(f"model load (once):         {load_s:10.1f} s")
         print(f"bare forward + SAE encode: {b:10.1f} phrases/s")
         print(f"xling ingest:              {x:10.1f} phrases/s")
-        print(f"ratio:                     {x / b:10.3f}  (target >= 0.85)")
+        print(f"ratio:                     {x / b:10.3f}  (target >= 0.9 on Gemma 3 270M)")
 
 
 if __name__ == "__main__":

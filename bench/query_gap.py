@@ -69,6 +69,9 @@ FLOOR = "SELECT count(*), sum(act_max) FROM feature_acts WHERE run_id = $run AND
 def build(path: Path, *, rows: int, layers: int, per_phrase: int, order: str) -> None:
     """A warehouse with one finished run of about `rows` feature_acts rows, in `order`."""
     n_phrases = max(len(LANGS), rows // (layers * per_phrase) // len(LANGS) * len(LANGS))
+    # phrases per chunk for order="chunked": whole groups, >= 500k rows
+    chunk = max(len(LANGS), -(-500_000 // (layers * per_phrase * len(LANGS))) * len(LANGS))
+    n_phrases = max(chunk, n_phrases // chunk * chunk) if order == "chunked" else n_phrases
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     with Warehouse(tmp) as wh:
@@ -103,10 +106,16 @@ def build(path: Path, *, rows: int, layers: int, per_phrase: int, order: str) ->
         # fire 20 % weaker.
         if order == "layer-major":
             idx = "i // ($n * $r) AS layer, (i // $r) % $n AS phrase, i % $r AS j"
+        elif order == "chunked":
+            # as an ingest lands them without a finish rewrite: chunks of $c phrases (all
+            # their layers, >= 500k rows), each sorted by (layer, phrase) inside
+            idx = (
+                "(i % ($c * $layers * $r)) // ($c * $r) AS layer, "
+                "(i // ($c * $layers * $r)) * $c + (i // $r) % $c AS phrase, i % $r AS j"
+            )
         else:
             idx = "(i // $r) % $n AS layer, i // ($n * $r) AS phrase, i % $r AS j"
-        con.execute(
-            f"""
+        sql = f"""
             INSERT INTO feature_acts
             SELECT 1, phrase, layer::SMALLINT,
                    (((j + {SHIFT} * (phrase % 10)) * 37 + (phrase // 10) * 101 + layer * 7)
@@ -117,14 +126,16 @@ def build(path: Path, *, rows: int, layers: int, per_phrase: int, order: str) ->
                           * (1 + 9 * random()) AS act
                 FROM (SELECT {idx} FROM range($rows) t(i))
             )
-            """,
-            {
-                "n": n_phrases if order == "layer-major" else layers,
-                "r": per_phrase,
-                "d_sae": D_SAE,
-                "rows": n_phrases * layers * per_phrase,
-            },
-        )
+            """
+        params = {
+            "n": n_phrases if order == "layer-major" else layers,
+            "c": chunk,
+            "layers": layers,
+            "r": per_phrase,
+            "d_sae": D_SAE,
+            "rows": n_phrases * layers * per_phrase,
+        }
+        con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
         con.execute("CHECKPOINT")
     tmp.rename(path)
 
@@ -170,7 +181,9 @@ def main() -> None:
     ap.add_argument("--per-phrase", type=int, default=400, help="features stored per phrase/layer")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--layout", choices=["layer-major", "phrase-major", "both"], default="both")
+    ap.add_argument(
+        "--layout", choices=["layer-major", "phrase-major", "chunked", "both"], default="both"
+    )
     args = ap.parse_args()
     DATA.mkdir(parents=True, exist_ok=True)
     layouts = ["layer-major", "phrase-major"] if args.layout == "both" else [args.layout]

@@ -1,0 +1,205 @@
+"""Metric queries from the summaries against hand-written DuckDB over the raw rows (issue 15).
+
+On a synthetic warehouse (bench/query_gap.py's `build`: one run, ten languages, English
+origins, stored as an ingest lands it without a finish rewrite, `--order chunked`, or
+layer-major, the raw one-layer query's best case) this keeps the summaries the
+way an ingest would, chunk by chunk (`update_summaries` over windows of whole phrases, each in
+its own transaction, then `finish_summaries`), and times side by side:
+
+    query gap --layer L   gap_by_layer over activation_scores_summary vs HAND_GAP
+    query gap             all layers, vs the hand-written gap grouped by layer
+    query languages       gap_by_lang_summary over the summaries vs a hand-written per-language
+                          gap against English averaged over layers
+
+Every pair is checked equal first. The summary-reading macros are today's gap views with
+`activation_scores(` read as `activation_scores_summary(` (the rewrite the views take).
+
+    .venv/bin/python bench/summary_queries.py --rows 20e6
+    .venv/bin/python bench/summary_queries.py --rows 100e6      # builds under bench/_data/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from importlib import resources
+from pathlib import Path
+
+from query_gap import DATA, HAND_GAP, build, timed
+
+from xling.warehouse import Warehouse
+from xling.warehouse.summaries import finish_summaries, update_summaries
+
+# The hand-written origin-mode gap per layer (HAND_GAP without the layer filter).
+HAND_GAP_ALL = """
+WITH origin AS (
+    SELECT group_id, origin_layer AS layer, origin_feature AS feature FROM phrases
+    WHERE lang = 'en' AND origin_layer IS NOT NULL
+), targets AS (
+    SELECT p.phrase_id, p.lang, o.layer, o.feature
+    FROM phrases p JOIN origin o USING (group_id)
+    JOIN phrase_tokens t ON t.phrase_id = p.phrase_id AND t.run_id = $run
+), hits AS (
+    SELECT t.layer, t.lang, t.feature, sum(f.act_max) AS s
+    FROM feature_acts f JOIN targets t
+      ON f.phrase_id = t.phrase_id AND f.layer = t.layer AND f.feature = t.feature
+    WHERE f.run_id = $run
+    GROUP BY ALL
+), per_feature AS (
+    SELECT t.layer, t.lang, t.feature, coalesce(any_value(h.s), 0) / count(*) AS m
+    FROM targets t LEFT JOIN hits h USING (layer, lang, feature)
+    GROUP BY ALL
+), scores AS (
+    SELECT layer, lang, avg(m) AS a FROM per_feature GROUP BY ALL
+)
+SELECT layer, 100 * (avg(a) FILTER (WHERE resource_group = 'high')
+              - avg(a) FILTER (WHERE resource_group = 'low'))
+       / avg(a) FILTER (WHERE resource_group = 'high') AS gap_pct
+FROM scores JOIN languages USING (lang)
+GROUP BY layer ORDER BY layer
+"""
+
+# `query languages` by hand: each language's gap against English, mean over layers.
+HAND_LANGUAGES = (
+    HAND_GAP_ALL.split("SELECT layer, 100 *")[0]
+    + """
+SELECT s.lang, avg(100 * (e.a - s.a) / e.a) AS mean_gap_pct
+FROM scores s JOIN scores e ON e.layer = s.layer AND e.lang = 'en'
+WHERE s.lang <> 'en'
+GROUP BY s.lang ORDER BY s.lang
+"""
+)
+
+
+def install_summary_gaps(con) -> None:
+    """gap_by_layer_s, gap_by_lang_s, gap_by_lang_summary_s: the shipped gap views reading
+    activation_scores_summary (the view rewrite, applied textually)."""
+    root = resources.files("xling.sql") / "views"
+    for name in ("gap_by_layer", "gap_by_lang", "gap_by_lang_summary"):
+        text = (root / f"{name}.sql").read_text(encoding="utf-8")
+        text = text.replace("activation_scores(", "activation_scores_summary(")
+        text = re.sub(r"\b(gap_by_layer|gap_by_lang_summary|gap_by_lang)\(", r"\1_s(", text)
+        text = re.sub(r"CREATE OR REPLACE VIEW .*?;", "", text, flags=re.S)
+        con.execute(text)
+
+
+def keep_summaries(wh: Warehouse, chunk_rows: int) -> dict[str, float]:
+    """Summaries over the run's phrases in ingest-sized chunks; seconds per step."""
+    con = wh.con
+    per_phrase = wh.scalar("SELECT count(*) FROM feature_acts") / wh.scalar(
+        "SELECT count(*) FROM phrase_tokens"
+    )
+    n = int(wh.scalar("SELECT count(*) FROM phrase_tokens"))
+    step = max(10, int(chunk_rows / per_phrase) // 10 * 10)
+    start = time.perf_counter()
+    for lo in range(0, n, step):
+        with wh.transaction() as c:
+            update_summaries(c, 1, range(lo, min(n, lo + step)))
+    update_s = time.perf_counter() - start
+    start = time.perf_counter()
+    with wh.transaction() as c:
+        finish_summaries(c, 1)
+    finish_s = time.perf_counter() - start
+    rows = sum(
+        con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("summary_feature_lang", "summary_origin", "summary_topk", "summary_topk_hits")
+    )
+    return {"update_s": update_s, "finish_s": finish_s, "chunks": -(-n // step), "rows": rows}
+
+
+def measure(path: Path, layer: int, threads: int, repeat: int) -> dict[str, float]:
+    with Warehouse(path) as wh:
+        con = wh.con
+        con.execute(f"SET threads = {int(threads)}")
+        con.execute("SET enable_progress_bar = false")
+        out: dict[str, float] = {"raw_rows": float(wh.scalar("SELECT count(*) FROM feature_acts"))}
+        # the upkeep is measured once, when the summaries are kept, and stored beside the file
+        upkeep = path.with_suffix(".upkeep.json")
+        if not wh.scalar("SELECT count(*) FROM summary_runs WHERE run_id = 1"):
+            upkeep.write_text(json.dumps(keep_summaries(wh, 500_000)))
+        if upkeep.exists():
+            out.update(json.loads(upkeep.read_text()))
+        install_summary_gaps(con)
+        p = {"run": 1, "layer": layer}
+        one = f"SELECT gap_pct FROM gap_by_layer_s(mode := 'origin', at_run := 1, at_layer := {layer})"
+        every = (
+            "SELECT layer, gap_pct FROM gap_by_layer_s(mode := 'origin', at_run := 1) ORDER BY 1"
+        )
+        langs = (
+            "SELECT lang, mean_gap_pct FROM gap_by_lang_summary_s(mode := 'origin', at_run := 1) "
+            "ORDER BY lang"
+        )
+        # same numbers first
+        assert abs(con.execute(one).fetchone()[0] - con.execute(HAND_GAP, p).fetchone()[0]) < 1e-9
+        for ours, hand in ((every, HAND_GAP_ALL), (langs, HAND_LANGUAGES)):
+            a = con.execute(ours).fetchall()
+            b = con.execute(hand, {"run": 1}).fetchall()
+            assert [r[0] for r in a] == [r[0] for r in b], (a, b)
+            assert all(
+                abs(x[1] - y[1]) < 1e-9 * max(1, abs(y[1])) for x, y in zip(a, b, strict=True)
+            )
+        out.update(
+            {
+                "gap_layer": timed(lambda: con.execute(one).fetchall(), repeat),
+                "hand_layer": timed(lambda: con.execute(HAND_GAP, p).fetchall(), repeat),
+                "gap_all": timed(lambda: con.execute(every).fetchall(), repeat),
+                "hand_all": timed(lambda: con.execute(HAND_GAP_ALL, {"run": 1}).fetchall(), 1),
+                "languages": timed(lambda: con.execute(langs).fetchall(), repeat),
+                "hand_languages": timed(
+                    lambda: con.execute(HAND_LANGUAGES, {"run": 1}).fetchall(), 1
+                ),
+            }
+        )
+        return out
+
+
+def run(
+    rows: float, layers: int, per_phrase: int, threads: int, repeat: int, order: str = "chunked"
+) -> dict:
+    """Build (once) and measure; the dict bench/run.py reports from."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    path = DATA / f"summ-{int(rows)}-{layers}-{per_phrase}-{order}.duckdb"
+    built = None
+    if not path.exists():
+        t0 = time.perf_counter()
+        build(path, rows=int(rows), layers=layers, per_phrase=per_phrase, order=order)
+        built = time.perf_counter() - t0
+    out = measure(path, layers // 2, threads, repeat)
+    out["build_s"] = built
+    out["layer"] = layers // 2
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=float, default=20e6)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--per-phrase", type=int, default=400)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--order", choices=["chunked", "layer-major"], default="chunked")
+    args = ap.parse_args()
+    t = run(args.rows, args.layers, args.per_phrase, args.threads, args.repeat, args.order)
+    print(f"{t['raw_rows'] / 1e6:.1f} M raw rows, {args.layers} layers, {args.threads} threads")
+    if "update_s" in t:
+        per100 = 100e6 / t["raw_rows"]
+        print(
+            f"  summaries kept in {t['chunks']} chunks: {t['update_s']:.1f} s "
+            f"({t['update_s'] * per100:.1f} s per 100 M rows), finish {t['finish_s']:.2f} s, "
+            f"{t['rows']:,} summary rows"
+        )
+    for name, ours, hand in (
+        (f"query gap --layer {t['layer']}", "gap_layer", "hand_layer"),
+        ("query gap (all layers)", "gap_all", "hand_all"),
+        ("query languages", "languages", "hand_languages"),
+    ):
+        print(
+            f"  {name:24s} summaries {t[ours]:.3f} s   raw hand-written {t[hand]:.3f} s   "
+            f"{t[hand] / t[ours]:.0f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
