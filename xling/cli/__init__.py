@@ -40,6 +40,7 @@ def _register() -> None:
         ingest,
         plot,
         query,
+        report,
         runs,
         sae,
         scale,
@@ -55,6 +56,7 @@ def _register() -> None:
     correlate.register(query.app, plot.app)
     app.add_typer(query.app, name="query")
     export.register(app)
+    report.register(app)
     scale.register(app)
     app.add_typer(plot.app, name="plot")
     app.add_typer(bench.app, name="bench")

@@ -1,0 +1,1 @@
+"""Pipelines that chain ingest, analysis and fine-tuning into one command."""
