@@ -98,6 +98,8 @@ def _plain(value: Any, kind: str) -> Any:
         return float(value)
     if kind == "int":
         return int(value)
+    if isinstance(value, float) and math.isnan(value):
+        return None  # pandas' string columns mark a missing value with NaN
     if hasattr(value, "item") and not isinstance(value, bytes | str):
         try:
             return value.item()

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 LOG_SPAN = 30.0  # max/min beyond which a positive axis goes logarithmic
 MAX_LAYER_LABELS = 10
+PNG_DPI = 200
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def _save(fig, out: Path | None, force: bool):
         write_atomic(
             out,
             lambda tmp: fig.savefig(
-                tmp, format=out.suffix.lower().lstrip("."), dpi=200, bbox_inches="tight"
+                tmp, format=out.suffix.lower().lstrip("."), dpi=PNG_DPI, bbox_inches="tight"
             ),
         )
     finally:
@@ -166,7 +167,8 @@ def scale_axis(ax, values, axis: str = "y") -> bool:
 
 def _lang_lines(ax, df: pd.DataFrame, y: str, names: dict[str, str], order: list[str]) -> None:
     df = sort_rows(df, order)
-    for lang in dict.fromkeys(df["lang"]):
+    pos = {lang: i for i, lang in enumerate(order)}
+    for lang in sorted(dict.fromkeys(df["lang"]), key=lambda x: (pos.get(x, len(pos)), x)):
         rows = df[df["lang"] == lang].sort_values("layer")
         group = rows["resource_group"].iloc[0] if "resource_group" in rows else None
         ax.plot(
@@ -272,6 +274,10 @@ def plot_by_layer(
     _lang_lines(ax, df, y, _names(wh), catalogue(wh))
     layer_ticks(ax, df["layer"])
     logged = scale_axis(ax, df[y])
+    if not logged and df[y].dtype.kind in "iu":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel + (" (log)" if logged else ""))
     _legend_outside(fig, ax, ncol=3 if look.style == "paper" else 5)
     ax.set_title(title)

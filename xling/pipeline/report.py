@@ -505,8 +505,13 @@ def _html(wh: Warehouse, items: list[Item], seconds: float, stage: Path) -> str:
             parts.append(f'<p class="skip">Skipped: {e(item.skipped)}</p>')
             continue
         if item.png:
-            data = base64.b64encode((stage / item.png).read_bytes()).decode()
-            parts.append(f'<img alt="{e(item.title)}" src="data:image/png;base64,{data}">')
+            raw = (stage / item.png).read_bytes()
+            # shown at print size: the PNG is drawn at PNG_DPI, a CSS inch is 96 px
+            width = int.from_bytes(raw[16:20], "big") * 96 // plots.PNG_DPI
+            data = base64.b64encode(raw).decode()
+            parts.append(
+                f'<img alt="{e(item.title)}" width="{width}" src="data:image/png;base64,{data}">'
+            )
         parts.append(
             "<dl>"
             + "".join(
