@@ -219,11 +219,26 @@ def plot_gap(
             linestyle=GROUP_LINES[group],
             label=name,
         )
+    bars = left.twinx()  # the gap itself, behind the two group lines
+    bars.bar(gap["layer"], gap["gap_pct"], color="#DDDDDD", width=0.6, label="gap (%)")
+    bars.set_ylabel("gap (%)")
+    bars.grid(False)
+    bars.spines["right"].set_visible(True)
+    left.set_zorder(bars.get_zorder() + 1)
+    left.patch.set_visible(False)
     logged = scale_axis(left, list(gap["high_score"]) + list(gap["low_score"]))
     left.set_ylabel(f"A(L, l){' (log)' if logged else ''}")
     layer_ticks(left, gap["layer"])
-    left.set_title("high and low resource groups")
-    left.legend(loc="lower left", bbox_to_anchor=(0, 1.08), ncol=2, frameon=False)
+    left.set_title("resource groups; gap = 100·(H − W)/H")
+    handles = left.get_legend_handles_labels()[0] + bars.get_legend_handles_labels()[0]
+    left.legend(
+        handles,
+        [h.get_label() for h in handles],
+        loc="lower left",
+        bbox_to_anchor=(0, 1.08),
+        ncol=3,
+        frameon=False,
+    )
     _lang_lines(right, by_lang, "gap_vs_en_pct", _names(wh), order)
     right.axhline(0, color="black", linewidth=0.6)
     layer_ticks(right, by_lang["layer"])

@@ -36,7 +36,8 @@ COLOURS = (
     "#AA4499",  # purple
 )
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
-GROUP_COLOURS = {"high": "#332288", "low": "#CC6677"}
+# greys, so a group line is never mistaken for a language line
+GROUP_COLOURS = {"high": "#333333", "low": "#8C8C8C"}
 GROUP_MARKERS = {"high": "o", "low": "s"}
 GROUP_LINES = {"high": "-", "low": "--"}
 OTHER_COLOUR = "#7F7F7F"

@@ -234,7 +234,7 @@ def test_gap_figure_reads_back_ticks_colours_legend_and_title(paper_db):
     langs = [lang for lang in NAMES if lang != "en"]
     assert _line_colours(right) == _expected_colours(langs)
     assert _legend(fig) == [NAMES[lang] for lang in langs]
-    assert _legend(fig, left)[-2:] == ["high (H)", "low (W)"]
+    assert _legend(fig, left)[-3:] == ["high (H)", "low (W)", "gap (%)"]
     assert fig._suptitle.get_text() == ("Activation gap — google/gemma-2-2b, run 1 (origin, max)")
     assert tuple(fig.get_size_inches()) == pytest.approx((6.9, 3.0))
     assert right.get_legend() is None  # the language legend is the figure's, outside the axes

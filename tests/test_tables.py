@@ -203,6 +203,7 @@ def test_terminal_tables_never_cut_a_number(width, capsys, monkeypatch):
     for text in [c for row in cell_texts(Grid.from_frame(df), 4) for c in row]:
         assert re.search(rf"(?<![\d.]){re.escape(text)}(?![\d.])", out), text
     assert out.count("metric_number_8") == 1  # each column once; the keys repeat instead
+    assert "every row: run_id 1" in out  # a constant bookkeeping column leaves the table
 
 
 def test_terminal_shows_markup_as_typed(capsys, monkeypatch):
@@ -234,6 +235,8 @@ def test_export_refuses_the_warehouse_and_its_files(cli, paper_db, tmp_path, tar
     }[target]
     for extra in ([], ["--force"]):
         r = cli("export", "gap_by_layer", "--db", db, "-f", "csv", "--out", out, *extra)
+        _one_line_error(r, "is the open warehouse or one of its files")
+        r = cli("plot", "gap", "--db", db, "--out", out, *extra)
         _one_line_error(r, "is the open warehouse or one of its files")
     assert _digest(db) == before
     assert not (tmp_path / "w.duckdb.wal").exists() or target != "db.wal"

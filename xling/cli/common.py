@@ -75,14 +75,47 @@ def render(
         typer.echo(format_grid(grid, fmt.value, name=name, digits=digits, caption=title), nl=False)
         return
     out = console()
-    for part, cols in enumerate(column_chunks(grid, cell_texts(grid, digits), out.width)):
+    cells = cell_texts(grid, digits)
+    grid, cells, constant = _drop_constant(grid, cells, out.width)
+    for part, cols in enumerate(column_chunks(grid, cells, out.width)):
         out.print(_rich_table(grid, cols, title if part == 0 else None))
+    if constant:
+        from rich.text import Text
+
+        out.print(Text("every row: " + ", ".join(f"{c} {v}" for c, v in constant)))
     if df.empty:
         console(stderr=True).print("(no rows)")
 
 
 _KEYS = ("run_id", "layer", "lang", "lang_a", "name", "task", "model")
 _TEXT_CAP = 30  # text columns wrap inside this width; numbers never wrap
+
+
+_DECORATIVE = ("run_id", "mode", "stat", "k", "n_layers", "model", "task", "metric", "against")
+
+
+def _drop_constant(grid, cells: list[list[str]], width: int):
+    """When the table is wider than `width`, move bookkeeping columns that hold one value in
+    every row (run_id, mode, ...) out of the table into a line below it."""
+    from xling.analysis.formats import Grid
+
+    if len(cells) < 2 or len(column_chunks(grid, cells, width)) == 1:
+        return grid, cells, []
+    keep, constant = [], []
+    for i, c in enumerate(grid.columns):
+        values = {row[i] for row in cells}
+        if c in _DECORATIVE and len(values) == 1:
+            constant.append((c, values.pop()))
+        else:
+            keep.append(i)
+    if not constant:
+        return grid, cells, []
+    slim = Grid(
+        [grid.columns[i] for i in keep],
+        [grid.kinds[i] for i in keep],
+        [tuple(r[i] for i in keep) for r in grid.rows],
+    )
+    return slim, [[row[i] for i in keep] for row in cells], constant
 
 
 def column_chunks(grid, cells: list[list[str]], width: int) -> list[list[tuple[int, list[str]]]]:
