@@ -96,24 +96,28 @@ def caption_for(wh: Warehouse, name: str, run: int | None, options: dict[str, An
     return f"{title} ({'; '.join(parts)})" if parts else title
 
 
+_SCORE_OPTIONS = ("mode", "stat", "k")
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options the user set (None and False mean "not asked")."""
+    return {k: v for k, v in options.items() if v is not None and v is not False}
+
+
 def _metric_options(
     wh: Warehouse, name: str, run: int | None, options: dict[str, Any]
 ) -> dict[str, Any]:
     """The options as the query resolved them (mode None -> the run's default mode)."""
-    scored = METRICS[name][1]
-    if not scored:
-        given = [k for k, v in options.items() if v is not None and k != "mode"]
-        if options.get("mode") is not None or given:
-            raise XlingError(f"{name} takes no score options; drop --mode/--stat/--k")
-        return {}
-    out = dict(options)
+    out = _given(options)
+    if not METRICS[name][1]:
+        return out
     out["stat"] = out.get("stat") or "max"
     out["k"] = out.get("k") or DEFAULT_K
     if out.get("mode") is None and run is not None:
         out["mode"] = queries.resolve_mode(wh, run, None)
     if out.get("mode") == "origin":
         out.pop("k", None)  # k picks features only in the top-k modes
-    return out
+    return {k: out[k] for k in [*_SCORE_OPTIONS, *options] if k in out}
 
 
 def _metric_frame(
@@ -122,7 +126,9 @@ def _metric_frame(
     import pandas as pd
 
     fn, scored = METRICS[name]
-    kwargs = {k: v for k, v in options.items() if v is not None} if scored else {}
+    kwargs = _given(options)
+    if not scored and any(k in kwargs for k in _SCORE_OPTIONS):
+        raise XlingError(f"{name} takes no score options; drop --mode/--stat/--k")
     if kwargs.get("mode") is not None and kwargs["mode"] not in MODES:
         raise XlingError(f"unknown mode {kwargs['mode']!r}; use one of {', '.join(MODES)}")
     if kwargs.get("stat") is not None and kwargs["stat"] not in STATS:
@@ -141,7 +147,7 @@ def _metric_frame(
             except XlingError:
                 continue  # a run this metric cannot answer (no residuals, no English, ...)
         df = pd.concat(frames, ignore_index=True) if frames else fn(wh, None, **kwargs)
-        return df, {k: v for k, v in options.items() if v is not None}
+        return df, kwargs
     run_id = wh.resolve_run(run)
     return fn(wh, run_id, **kwargs), _metric_options(wh, name, run_id, options)
 
@@ -162,7 +168,8 @@ def export(
 
     `fmt` defaults to the one `out`'s extension names. A view or table with a run_id column
     is filtered to `run` (default: the latest finished run) unless `all_runs`. `options`
-    (mode, stat, k, ...) go to the metric views' query functions, None meaning the default.
+    (mode, stat, k, and whatever else the query functions take) go to the metric views'
+    query functions; None or False means "not asked" and is not passed.
     """
     import duckdb
 
@@ -202,7 +209,7 @@ def export(
         write_atomic(out, write)
         return len(df)
 
-    if any(v is not None for v in options.values()):
+    if _given(options):
         raise XlingError(
             f"{name} is not a metric view; --mode/--stat/--k apply to {', '.join(METRICS)}"
         )

@@ -141,6 +141,19 @@ def _save(fig, out: Path | None, force: bool):
     return out
 
 
+def save_formats(fig, paths: list[Path], look: Look) -> None:
+    """Write one drawn figure to several files (e.g. PDF and PNG), then close it."""
+    plt = _pyplot()
+    try:
+        with plt.rc_context(rc_params(look.style)):
+            for path in paths:
+                fig.savefig(
+                    path, format=path.suffix.lower().lstrip("."), dpi=PNG_DPI, bbox_inches="tight"
+                )
+    finally:
+        plt.close(fig)
+
+
 def _out(wh: Warehouse, out: str | os.PathLike | None, look: Look) -> Path | None:
     if out is None:
         return None
@@ -261,8 +274,9 @@ def plot_similarity(
     out = _out(wh, out, look)
     df = queries.similarity(wh, run)
     df = df[df["lang"] != "en"]
+    y = "similarity" if "similarity" in df.columns else "sim"
     fig, ax = _figure(look)
-    _lang_lines(ax, df, "similarity", _names(wh), catalogue(wh))
+    _lang_lines(ax, df, y, _names(wh), catalogue(wh))
     layer_ticks(ax, df["layer"])
     ax.set_ylabel("cosine to English")
     _legend_outside(fig, ax, ncol=3 if look.style == "paper" else 5)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import html
+import inspect
 import logging
 import os
 import shutil
@@ -77,6 +78,11 @@ class Report:
 
 def _has_column(df: pd.DataFrame, suffix: str) -> bool:
     return any(str(c).endswith(suffix) for c in df.columns)
+
+
+def _with_intervals(fn) -> dict[str, Any]:
+    """{"ci": True} when the query function can add bootstrap intervals, else {}."""
+    return {"ci": True} if "ci" in inspect.signature(fn).parameters else {}
 
 
 def _interval_method(df: pd.DataFrame) -> str:
@@ -161,13 +167,12 @@ class _Writer:
         item.grid = grid
 
     def figure(self, item: Item, draw) -> None:
-        """`draw(path, look)` writes the figure; called once for PDF and once for PNG."""
+        """`draw(None, look)` returns the figure; it is drawn once, saved as PDF and PNG."""
         look = plots.Look(self.style)
-        for suffix in ("pdf", "png"):
-            name = f"figures/{item.key}.{suffix}"
-            draw(self.stage / name, look)
-            item.files.append(name)
-        item.png = f"figures/{item.key}.png"
+        names = [f"figures/{item.key}.{suffix}" for suffix in ("pdf", "png")]
+        plots.save_formats(draw(None, look), [self.stage / n for n in names], look)
+        item.files += names
+        item.png = names[1]
 
 
 def _skip(items: list[Item], key: str, title: str, why: str) -> None:
@@ -248,7 +253,7 @@ def _items(w: _Writer, base: int, mode: str | None, stat: str, k: int) -> list[I
 
     # similarity per layer and language, with the controls the view provides
     try:
-        sim = queries.similarity(wh, base)
+        sim = queries.similarity(wh, base, **_with_intervals(queries.similarity))
         item = Item("similarity", "Residual similarity to English per layer")
         item.provenance = {
             **prov,
@@ -270,14 +275,16 @@ def _items(w: _Writer, base: int, mode: str | None, stat: str, k: int) -> list[I
         for key, title in (("gap_by_layer", "Gap per layer"), ("gap_by_lang", "Gap vs English")):
             _skip(items, key, title, why)
     else:
-        gap = queries.gap(wh, base, None, used_mode, stat, k)
+        gap = queries.gap(wh, base, None, used_mode, stat, k, **_with_intervals(queries.gap))
         item = Item("gap_by_layer", "Activation gap per layer between resource groups (Fig. 3)")
         item.provenance = {**common, "interval": _interval_method(gap)}
         w.table(item, gap, _score_caption("activation gap per layer", prov, used_mode, stat, k))
         w.figure(item, lambda p, look: plots.plot_gap(wh, p, base, used_mode, stat, k, look=look))
         items.append(item)
         try:
-            summary = queries.languages(wh, base, None, used_mode, stat, k)
+            summary = queries.languages(
+                wh, base, None, used_mode, stat, k, **_with_intervals(queries.languages)
+            )
             item = Item("gap_by_lang", "Gap of each language against English (App. D)")
             item.provenance = {**common, "interval": _interval_method(summary)}
             w.table(item, summary, _score_caption("gap against English", prov, used_mode, stat, k))
@@ -323,22 +330,22 @@ def _items(w: _Writer, base: int, mode: str | None, stat: str, k: int) -> list[I
 
     _benchmarks(w, items, base, prov, used_mode, stat, k)
     if _has_relation(wh, "information_parity"):
-        par = (
-            wh.sql("SELECT * FROM information_parity WHERE run_id = ?", [base])
-            if ("run_id" in wh.sql("SELECT * FROM information_parity LIMIT 0").columns)
-            else wh.sql("SELECT * FROM information_parity")
-        )
+        par = wh.sql("SELECT * FROM information_parity")
+        if "run_id" in par.columns:
+            par = par[par["run_id"] == base]
+        elif "model_id" in par.columns:
+            par = par[par["model_id"] == wh.run(base)["model_id"]]
         item = Item("parity", "Information parity per language")
         item.provenance = {**prov, "interval": _interval_method(par)}
-        w.table(item, par, f"information parity (run {base}, {prov['model']})")
+        w.table(item, par, f"information parity ({prov['model']})")
         items.append(item)
     else:
         _skip(
             items,
             "parity",
             "Information parity",
-            "no information_parity view in this "
-            "warehouse; it comes with the capability metrics (`xling bench parity`)",
+            "no information_parity view in this warehouse (xling versions with capability "
+            "metrics compute it with `xling bench parity`)",
         )
     _effects(w, items, base, used_mode, stat, k)
     return items
