@@ -18,6 +18,7 @@ through `analysis.output` (never the warehouse, never over a file without `force
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +130,10 @@ def _metric_frame(
     kwargs = _given(options)
     if not scored and any(k in kwargs for k in _SCORE_OPTIONS):
         raise XlingError(f"{name} takes no score options; drop --mode/--stat/--k")
+    takes = inspect.signature(fn).parameters
+    unknown = [k for k in kwargs if k not in takes]
+    if unknown:
+        raise XlingError(f"{name} takes no {', '.join('--' + k for k in unknown)}; drop it")
     if kwargs.get("mode") is not None and kwargs["mode"] not in MODES:
         raise XlingError(f"unknown mode {kwargs['mode']!r}; use one of {', '.join(MODES)}")
     if kwargs.get("stat") is not None and kwargs["stat"] not in STATS:
