@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFERENCE = "en"
+# columns that describe how a table was made rather than what it found
+_BOOKKEEPING = ("run_id", "mode", "ref", "stat", "k", "n_layers", "base_run", "tuned_run")
 
 
 @dataclass
@@ -157,13 +159,27 @@ class _Writer:
         self.order = catalogue(wh)
 
     def table(self, item: Item, df: pd.DataFrame, caption: str) -> None:
+        """CSV with every column; LaTeX without the bookkeeping columns that hold one value
+        in every row (the caption says them), so the table fits a page."""
         df = sort_rows(df, self.order)
         grid = Grid.from_frame(df)
-        for fmt, suffix in (("csv", "csv"), ("latex", "tex")):
-            name = f"tables/{item.key}.{suffix}"
-            text = format_grid(grid, fmt, name=item.key, caption=caption)
-            (self.stage / name).write_text(text, encoding="utf-8")
-            item.files.append(name)
+        name = f"tables/{item.key}.csv"
+        (self.stage / name).write_text(format_grid(grid, "csv"), encoding="utf-8")
+        constant = [
+            c
+            for c in df.columns
+            if c in _BOOKKEEPING and len(df) > 0 and df[c].astype(str).nunique() == 1
+        ]
+        extra = [f"{c} {df[c].iloc[0]}" for c in constant if c not in ("run_id", "mode")]
+        slim = Grid.from_frame(df.drop(columns=constant))
+        tex = format_grid(
+            slim,
+            "latex",
+            name=item.key,
+            caption=caption + (f"; {', '.join(extra)}" if extra else ""),
+        )
+        (self.stage / f"tables/{item.key}.tex").write_text(tex, encoding="utf-8")
+        item.files += [name, f"tables/{item.key}.tex"]
         item.grid = grid
 
     def figure(self, item: Item, draw) -> None:
