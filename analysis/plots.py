@@ -22,6 +22,7 @@ open matplotlib Figure is returned instead, for notebooks and tests); files are 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -233,7 +234,9 @@ def plot_gap(
             label=name,
         )
     bars = left.twinx()  # the gap itself, behind the two group lines
-    bars.bar(gap["layer"], gap["gap_pct"], color="#DDDDDD", width=0.6, label="gap (%)")
+    steps = sorted(set(gap["layer"]))
+    spacing = min((b - a for a, b in itertools.pairwise(steps)), default=1)
+    bars.bar(gap["layer"], gap["gap_pct"], color="#DDDDDD", width=0.6 * spacing, label="gap (%)")
     bars.set_ylabel("gap (%)")
     bars.grid(False)
     bars.spines["right"].set_visible(True)

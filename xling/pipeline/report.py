@@ -326,12 +326,7 @@ def _items(w: _Writer, base: int, mode: str | None, stat: str, k: int) -> list[I
                 str(err) if "ingest" in str(err) else f"{err} (ingest with {how})",
             )
             continue
-        counts = (
-            sel.groupby(["layer", "lang"]).size().rename(f"n_{kind}").reset_index()
-            if len(sel)
-            else sel.assign(**{f"n_{kind}": []})[["layer", "lang", f"n_{kind}"]]
-        )
-        counts.insert(0, "run_id", base)
+        counts = _unit_counts(wh, sel, base, kind)
         item = Item(key, f"Language-specific {kind} (LAPE, top rate 0.01) per language and layer")
         item.provenance = {**prov, "selection": "LAPE top_rate 0.01, filter_rate 0.95"}
         w.table(item, counts, f"LAPE language-specific {kind} (run {base}, {prov['model']})")
@@ -365,6 +360,19 @@ def _items(w: _Writer, base: int, mode: str | None, stat: str, k: int) -> list[I
         )
     _effects(w, items, base, used_mode, stat, k)
     return items
+
+
+def _unit_counts(wh: Warehouse, sel: pd.DataFrame, run: int, kind: str) -> pd.DataFrame:
+    """Selected units per (layer, language), 0 where a language has none at a layer."""
+    import pandas as pd
+
+    layers = sorted(set(sel["layer"]) | set(queries.run_layers(wh, run)))
+    langs = queries.run_langs(wh, run)
+    grid = pd.MultiIndex.from_product([layers, langs], names=["layer", "lang"])
+    counts = sel.groupby(["layer", "lang"]).size().reindex(grid, fill_value=0)
+    out = counts.rename(f"n_{kind}").reset_index()
+    out.insert(0, "run_id", run)
+    return out
 
 
 def _benchmarks(w: _Writer, items: list[Item], base: int, prov, mode, stat, k) -> None:
