@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.xling-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format bench clean install
+.PHONY: demo test test-setup lint format bench clean install
 
 install: $(STAMP)
 
@@ -20,8 +20,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/xling demo
 
-test: $(STAMP)
+test: $(STAMP) test-setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Headless Chromium (Debian's package) for the report's browser test. Idempotent: nothing to
+# do when it is installed; without root, apt-get or a network it says so and the test skips.
+test-setup:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	    >/dev/null 2>&1 || echo "test-setup: could not install chromium; the browser test skips"; \
+	else echo "test-setup: chromium not installed (needs root and apt-get); the browser test skips"; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

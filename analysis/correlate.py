@@ -20,7 +20,6 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from xling.analysis.defaults import DEFAULT_K
@@ -190,64 +189,8 @@ def correlate(
     return out
 
 
-def plot_correlation(
-    wh: Warehouse,
-    task: str,
-    layer: int,
-    out: str | Path,
-    *,
-    metric: str | None = None,
-    against: str = "gap",
-    run: int | None = None,
-    mode: str | None = None,
-    stat: str = "max",
-    k: int = DEFAULT_K,
-) -> Path:
-    """Scatter of `task`'s score against the gap (or A) at `layer`: one labelled point per
-    language, coloured and shaped by resource group, a least-squares line, r, ρ and n in the
-    title. The format (PNG, PDF, SVG) comes from `out`'s suffix."""
-    from xling.analysis.plots import GROUP_COLOURS, OTHER_COLOUR, _out, _pyplot, _run_label, _save
+def plot_correlation(wh: Warehouse, task: str, layer: int, out: str | Path, **kwargs) -> Path:
+    """The scatter of `task` against the gap at `layer` (drawn by analysis.plots)."""
+    from xling.analysis.plots import plot_correlation as draw
 
-    out = _out(out)
-    points = _points(
-        wh, task, against, metric=metric, layer=layer, run=run, mode=mode, stat=stat, k=k
-    )
-    x = X_COLUMN[against]
-    row = correlation_stats(points, x).iloc[0]
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.4), constrained_layout=True)
-    groups = points["resource_group"].fillna("")
-    for group in sorted(set(groups), key=lambda g: (g not in GROUP_MARKERS, g)):
-        sel = points[groups == group]
-        ax.scatter(
-            sel[x],
-            sel["bench_value"],
-            color=GROUP_COLOURS.get(group, OTHER_COLOUR),
-            marker=GROUP_MARKERS.get(group, "^"),
-            s=40,
-            zorder=3,
-            label=f"{group}-resource" if group else "no resource group",
-        )
-    for p in points.itertuples(index=False):
-        ax.annotate(
-            p.lang, (getattr(p, x), p.bench_value), xytext=(4, 3), textcoords="offset points"
-        )
-    if points[x].nunique() > 1:
-        slope, intercept = np.polyfit(points[x], points["bench_value"], 1)
-        xs = np.linspace(points[x].min(), points[x].max(), 2)
-        ax.plot(xs, slope * xs + intercept, color=OTHER_COLOUR, linewidth=1, zorder=2)
-    metric_name = points.attrs["metric"]
-    ax.set_xlabel(
-        f"gap vs English at layer {layer}  (%)"
-        if against == "gap"
-        else f"activation score A(L, l) at layer {layer}  ({stat})"
-    )
-    ax.set_ylabel(f"{task} {metric_name}")
-    ax.legend(fontsize=8, loc="best")
-    ax.set_title(
-        f"{task} {metric_name} vs {'gap' if against == 'gap' else 'A'} at layer {layer}: "
-        f"r = {row.pearson_r:.2f}, ρ = {row.spearman_rho:.2f}, n = {row.n} "
-        f"— {_run_label(wh, points.attrs['run'])}",
-        fontsize=10,
-    )
-    return _save(fig, out)
+    return draw(wh, task, layer, out, **kwargs)

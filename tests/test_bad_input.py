@@ -743,7 +743,7 @@ CASES: list[Case] = [
     Case(
         "export-under-a-file",
         ["export", "phrases", "--out", "/etc/hostname/x.csv"],
-        match="does not exist",
+        match="/etc/hostname is not a folder",
     ),
     Case(
         "export-missing-folder",
@@ -769,7 +769,9 @@ CASES: list[Case] = [
     ),
     Case("import-parts-run", ["import-parts", "{tmp}", "--run", "99"], match="no run 99"),
     Case(
-        "plot-under-a-file", ["plot", "gap", "--out", "/etc/hostname/x.png"], match="does not exist"
+        "plot-under-a-file",
+        ["plot", "gap", "--out", "/etc/hostname/x.png"],
+        match="/etc/hostname is not a folder",
     ),
     Case("plot-missing-folder", ["plot", "gap", "--out", "{tmp}/no/x.png"], match="does not exist"),
     Case("plot-extension", ["plot", "gap", "--out", "{tmp}/x.txt"], match="extension"),

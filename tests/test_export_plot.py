@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from analysis_data import TOY_CONFIGS, paper_like, toy_data
 
-from xling.analysis.formats import column_digits, format_frame
+from xling.analysis.formats import column_decimals, format_frame
 from xling.warehouse import Warehouse
 
 
@@ -95,11 +95,12 @@ def test_export_latex_is_a_booktabs_table(cli, toy_db, tmp_path):
         r"\midrule",
         r"\bottomrule",
         r"\label{tab:gap_by_lang_summary}",
-        r"\caption{gap by lang summary (run 1, toy)}",
+        r"\caption{gap by lang summary (run 1, toy; mode origin, stat max)}",
     ):
         assert line in tex
     mr = next(line for line in tex.splitlines() if line.startswith("1 & mr &"))
-    assert "65.00" in mr and "21.21" in mr  # mean and sample std, two decimals
+    # the mean's column holds exact values (kept as they are); the std's is rounded to two
+    assert " & 65.0 & " in mr and " & 21.21 & " in mr
     r = cli(
         "export",
         "gap_by_lang_summary",
@@ -153,7 +154,7 @@ def test_latex_rounds_each_column_to_its_scale():
     tex = format_frame(df, "latex", name="demo")
     assert r"a\_b & 12.35 & 0.0012 & 3 \\" in tex
     assert r"c & $-$3.00 & 0.5000 & 4 \\" in tex
-    assert column_digits(pd.Series([float("nan"), 0.0]), 2) == 2
+    assert column_decimals([float("nan"), 0.0], 2) == 1  # 0.0 is short: one decimal
 
 
 # -- plot ----------------------------------------------------------------------------------------
@@ -182,20 +183,147 @@ def test_plots_write_figures(cli, paper_db, tmp_path, args, suffix):
     assert data.startswith(MAGIC[suffix]) and len(data) > 5000
 
 
-def test_plot_titles_name_model_and_run(cli, paper_db, tmp_path):
-    out = tmp_path / "gap.svg"  # SVG keeps text as <text>
-    assert cli("plot", "gap", "--run", "1", "--db", paper_db, "--out", out).exit_code == 0
-    svg = out.read_text()
-    assert "Activation gap by layer — google/gemma-2-2b, run 1 (origin, max)" in svg
-    assert "Hindi" in svg and "low-resource (W)" in svg
-    out = tmp_path / "cmp.svg"
-    assert (
-        cli(
-            "plot", "compare", "--base", "1", "--tuned", "2", "--db", paper_db, "--out", out
-        ).exit_code
-        == 0
-    )
-    assert "vs base run 1" in out.read_text() and "English retention" in out.read_text()
+def _fig(db, draw, *args, **kwargs):
+    with Warehouse(db, read_only=True) as wh:
+        return draw(wh, *args, **kwargs)
+
+
+def _line_colours(ax) -> dict[str, str]:
+    from matplotlib.colors import to_hex
+
+    return {
+        line.get_label(): to_hex(line.get_color())
+        for line in ax.get_lines()
+        if not line.get_label().startswith("_")  # reference lines (y = 0) have no label
+    }
+
+
+def _legend(fig, ax=None) -> list[str]:
+    legends = list(fig.legends) + ([ax.get_legend()] if ax and ax.get_legend() else [])
+    return [t.get_text() for leg in legends for t in leg.get_texts()]
+
+
+NAMES = {
+    "en": "English",
+    "zh": "Chinese",
+    "ru": "Russian",
+    "es": "Spanish",
+    "it": "Italian",
+    "id": "Indonesian",
+    "ca": "Catalan",
+    "mr": "Marathi",
+    "ml": "Malayalam",
+    "hi": "Hindi",
+}
+
+
+def _expected_colours(langs) -> dict[str, str]:
+    from xling.analysis.style import COLOURS
+
+    order = list(NAMES)
+    return {NAMES[lang]: COLOURS[order.index(lang)].lower() for lang in langs}
+
+
+def test_gap_figure_reads_back_ticks_colours_legend_and_title(paper_db):
+    from xling.analysis.plots import Look, plot_gap
+
+    fig = _fig(paper_db, plot_gap, None, 1, look=Look("paper"))
+    left, right = fig.axes[:2]
+    for ax in (left, right):
+        assert [int(t) for t in ax.get_xticks()] == list(range(6))
+    langs = [lang for lang in NAMES if lang != "en"]
+    assert _line_colours(right) == _expected_colours(langs)
+    assert _legend(fig) == [NAMES[lang] for lang in langs]
+    assert _legend(fig, left)[-3:] == ["high (H)", "low (W)", "gap (%)"]
+    assert fig._suptitle.get_text() == ("Activation gap — google/gemma-2-2b, run 1 (origin, max)")
+    assert tuple(fig.get_size_inches()) == pytest.approx((6.9, 3.0))
+    assert right.get_legend() is None  # the language legend is the figure's, outside the axes
+    fig = _fig(paper_db, plot_gap, None, 1, "english-topk", "mean", 4, look=Look("paper", width=5))
+    assert "(english-topk k=4, mean)" in fig._suptitle.get_text()
+    assert tuple(fig.get_size_inches()) == pytest.approx((5.0, 3.0))
+
+
+def test_gap_axis_goes_log_when_magnitudes_span_orders(paper_db, tmp_path):
+    import shutil
+
+    from xling.analysis.plots import plot_gap
+
+    db = tmp_path / "w.duckdb"
+    shutil.copy(paper_db, db)
+    with Warehouse(db) as wh:  # layer 0 activations become 1000x those of the other layers
+        wh.con.execute("UPDATE feature_acts SET act_max = act_max * 1000 WHERE layer = 0")
+    fig = _fig(db, plot_gap, None, 1)
+    assert fig.axes[0].get_yscale() == "log" and "(log)" in fig.axes[0].get_ylabel()
+    assert _fig(paper_db, plot_gap, None, 1).axes[0].get_yscale() == "linear"
+
+
+def test_colours_stay_with_the_language_when_groups_change(paper_db, tmp_path):
+    import shutil
+
+    from xling.analysis.plots import plot_similarity
+
+    before = _line_colours(_fig(paper_db, plot_similarity, None, 1).axes[0])
+    db = tmp_path / "w.duckdb"
+    shutil.copy(paper_db, db)
+    with Warehouse(db) as wh:
+        wh.con.execute("UPDATE languages SET resource_group = 'low' WHERE lang = 'zh'")
+        wh.con.execute("UPDATE languages SET resource_group = 'high' WHERE lang = 'hi'")
+    fig = _fig(db, plot_similarity, None, 1)
+    after = _line_colours(fig.axes[0])
+    assert after == before == _expected_colours([lang for lang in NAMES if lang != "en"])
+    assert len(set(after.values())) == 9
+    styles = {line.get_label(): line.get_linestyle() for line in fig.axes[0].get_lines()}
+    assert styles["Chinese"] == "--" and styles["Hindi"] == "-"  # groups by dash, not colour
+    assert [int(t) for t in fig.axes[0].get_xticks()] == list(range(6))
+    assert _legend(fig) == [NAMES[lang] for lang in NAMES if lang != "en"]
+    assert fig.axes[0].get_title() == "Residual similarity — google/gemma-2-2b, run 1"
+
+
+def test_ten_languages_get_ten_distinct_styles():
+    from xling.analysis.style import lang_style
+
+    order = list(NAMES)
+    colours = {lang_style(lang, order)["color"] for lang in order}
+    markers = {lang_style(lang, order)["marker"] for lang in order}
+    assert len(colours) == 10 and len(markers) == 10
+    more = order + [f"x{i}" for i in range(40)]
+    pairs = {(lang_style(x, more)["color"], lang_style(x, more)["marker"]) for x in more}
+    assert len(pairs) == 50
+
+
+@pytest.mark.parametrize("layer", [None, 2])
+def test_languages_figure_bars_in_language_colours(paper_db, layer):
+    from matplotlib.colors import to_hex
+
+    from xling.analysis.plots import plot_languages
+
+    fig = _fig(paper_db, plot_languages, None, 1, layer)
+    ax = fig.axes[0]
+    langs = [lang for lang in NAMES if lang != "en"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == langs
+    got = [to_hex(bar.get_facecolor()) for bar in ax.patches[: len(langs)]]
+    assert got == list(_expected_colours(langs).values())
+    assert _legend(fig, ax) == ["high-resource", "low-resource"]
+    assert "(origin, max)" in ax.get_title()
+
+
+def test_compare_figure_names_fine_tune_or_steering(paper_db, tmp_path):
+    import json
+    import shutil
+
+    from xling.analysis.plots import plot_compare
+
+    fig = _fig(paper_db, plot_compare, 1, 2, None, 0)
+    ax = fig.axes[0]
+    assert ax.get_title().startswith("Fine-tune effect — google/gemma-2-2b, run 2 vs base run 1")
+    assert [t.get_text() for t in ax.get_xticklabels()] == [x for x in NAMES if x != "en"]
+    assert "English retention" in ax.get_title() and "(origin, max)" in ax.get_title()
+    db = tmp_path / "w.duckdb"
+    shutil.copy(paper_db, db)
+    with Warehouse(db) as wh:
+        wh.con.execute("UPDATE runs SET config = ? WHERE run_id = 2", [json.dumps({"steer": "s"})])
+    title = _fig(db, plot_compare, 1, 2, None, 0).axes[0].get_title()
+    assert title.startswith("Steering effect — google/gemma-2-2b steered by s, run 2")
 
 
 @pytest.mark.parametrize(

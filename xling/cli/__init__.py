@@ -29,7 +29,7 @@ app = typer.Typer(
     help="xling — a cross-lingual activation warehouse (model + SAE activations in DuckDB).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -77,6 +77,7 @@ def _register() -> None:
         ingest,
         plot,
         query,
+        report,
         runs,
         sae,
         scale,
@@ -93,6 +94,7 @@ def _register() -> None:
     correlate.register(query.app, plot.app)
     app.add_typer(query.app, name="query")
     export.register(app)
+    report.register(app)
     scale.register(app)
     app.add_typer(plot.app, name="plot")
     app.add_typer(bench.app, name="bench")

@@ -33,6 +33,9 @@ RunOpt = Annotated[
     int | None,
     typer.Option("--run", help="Run id (default: the latest finished run)."),
 ]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace --out if it exists (never the warehouse).")
+]
 FormatOpt = Annotated[
     Format,
     typer.Option("--format", "-f", help="Output format.", case_sensitive=False),
@@ -60,41 +63,117 @@ def render(
     name: str = "table",
     digits: int = 4,
 ) -> None:
-    """Print `df`: a rich table for people, or text for machines and papers."""
+    """Print `df`: a rich table for people, or text for machines and papers.
+
+    The rich table never cuts a number: columns that do not fit the terminal go on to a
+    further table that repeats the leading key columns (run, layer, language, ...).
+    """
+    from xling.analysis.formats import Grid, cell_texts, format_grid
+
+    grid = Grid.from_frame(df)
     if fmt is not Format.table:
-        from xling.analysis.formats import format_frame
-
-        text = format_frame(df, fmt.value, name=name, digits=digits, caption=title)
-        typer.echo(text, nl=False)
+        typer.echo(format_grid(grid, fmt.value, name=name, digits=digits, caption=title), nl=False)
         return
-    import math
+    out = console()
+    cells = cell_texts(grid, digits)
+    grid, cells, constant = _drop_constant(grid, cells, out.width)
+    for part, cols in enumerate(column_chunks(grid, cells, out.width)):
+        out.print(_rich_table(grid, cols, title if part == 0 else None))
+    if constant:
+        from rich.text import Text
 
+        out.print(Text("every row: " + ", ".join(f"{c} {v}" for c, v in constant)))
+    if df.empty:
+        console(stderr=True).print("(no rows)")
+
+
+_KEYS = ("run_id", "layer", "lang", "lang_a", "name", "task", "model")
+_TEXT_CAP = 30  # text columns wrap inside this width; numbers never wrap
+
+
+_DECORATIVE = ("run_id", "mode", "stat", "k", "n_layers", "model", "task", "metric", "against")
+
+
+def _drop_constant(grid, cells: list[list[str]], width: int):
+    """When the table is wider than `width`, move bookkeeping columns that hold one value in
+    every row (run_id, mode, ...) out of the table into a line below it."""
+    from xling.analysis.formats import Grid
+
+    if len(cells) < 2 or len(column_chunks(grid, cells, width)) == 1:
+        return grid, cells, []
+    keep, constant = [], []
+    for i, c in enumerate(grid.columns):
+        values = {row[i] for row in cells}
+        if c in _DECORATIVE and len(values) == 1:
+            constant.append((c, values.pop()))
+        else:
+            keep.append(i)
+    if not constant:
+        return grid, cells, []
+    slim = Grid(
+        [grid.columns[i] for i in keep],
+        [grid.kinds[i] for i in keep],
+        [tuple(r[i] for i in keep) for r in grid.rows],
+    )
+    return slim, [[row[i] for i in keep] for row in cells], constant
+
+
+def column_chunks(grid, cells: list[list[str]], width: int) -> list[list[tuple[int, list[str]]]]:
+    """The columns of `grid` split into tables that each fit `width` terminal columns.
+
+    Each chunk is a list of (column index, its cells); chunks after the first repeat the
+    leading key columns so every row still reads on its own.
+    """
+    cols = [(i, [row[i] for row in cells]) for i in range(len(grid.columns))]
+
+    def need(i: int, texts: list[str]) -> int:
+        w = max([len(grid.columns[i]), *(len(t) for t in texts)])
+        return (min(w, _TEXT_CAP) if grid.kinds[i] == "text" else w) + 3
+
+    keys = []
+    for i, texts in cols:
+        if (
+            grid.columns[i] not in _KEYS
+            or sum(need(*c) for c in keys) + need(i, texts) > width // 2
+        ):
+            break
+        keys.append((i, texts))
+    rest = cols[len(keys) :]
+    base = 1 + sum(need(*c) for c in keys)
+    if base + sum(need(*c) for c in rest) <= width or not rest:
+        return [cols]
+    chunks: list[list[tuple[int, list[str]]]] = []
+    current: list[tuple[int, list[str]]] = []
+    used = base
+    for col in rest:
+        if current and used + need(*col) > width:
+            chunks.append(keys + current)
+            current, used = [], base
+        current.append(col)
+        used += need(*col)
+    chunks.append(keys + current)
+    return chunks
+
+
+def _rich_table(grid, cols: list[tuple[int, list[str]]], title: str | None):
     from rich.table import Table
     from rich.text import Text
 
-    # Text, not str: rich reads markup in strings, so a stored value such as `[/x]` would
-    # crash the table and `[bold]` would be applied instead of shown.
+    # Text objects, never markup: a stored "[bold]" is shown as typed
     table = Table(title=Text(title) if title else None, show_lines=False)
-    for col in df.columns:
-        numeric = df[col].dtype.kind in "iuf"
-        table.add_column(Text(str(col)), justify="right" if numeric else "left")
-    for row in df.itertuples(index=False):
-        cells = []
-        for v in row:
-            if isinstance(v, float):
-                cells.append(
-                    ""
-                    if math.isnan(v)
-                    else f"{v:.{digits}g}"
-                    if abs(v) >= 1e5
-                    else f"{v:.{digits}f}"
-                )
-            else:
-                cells.append("" if v is None else str(v))
-        table.add_row(*map(Text, cells))
-    console().print(table)
-    if df.empty:
-        console(stderr=True).print("(no rows)")
+    for i, texts in cols:
+        numeric = grid.kinds[i] in ("float", "int")
+        w = max([len(grid.columns[i]), *(len(t) for t in texts)])
+        table.add_column(
+            Text(grid.columns[i]),
+            justify="right" if numeric else "left",
+            no_wrap=numeric,
+            min_width=w if numeric else min(w, _TEXT_CAP),
+            overflow="fold",
+        )
+    for r in range(len(grid.rows)):
+        table.add_row(*(Text(texts[r]) for _, texts in cols))
+    return table
 
 
 def parse_list(value: str | None) -> list[str] | None:

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from xling.cli.common import DbOpt, Format, FormatOpt, RunOpt, open_warehouse, render
+from xling.cli.common import DbOpt, ForceOpt, Format, FormatOpt, RunOpt, open_warehouse, render
+from xling.cli.plot import HeightOpt, Style, StyleOpt, WidthOpt
 from xling.cli.query import KOpt, LayerOpt, ModeOpt, Stat, StatOpt
 
 
@@ -81,13 +82,18 @@ def plot_correlate(
     mode: ModeOpt = None,
     stat: StatOpt = Stat.max,
     k: KOpt = 16,
+    style: StyleOpt = Style.screen,
+    width: WidthOpt = None,
+    height: HeightOpt = None,
+    force: ForceOpt = False,
     db: DbOpt = None,
 ) -> None:
     """Benchmark score against the activation gap at one layer, one point per language.
 
     Points are labelled and coloured by resource group; r and ρ are in the title.
     """
-    from xling.analysis.correlate import plot_correlation
+    from xling.analysis.plots import plot_correlation
+    from xling.cli.plot import look
 
     with open_warehouse(db) as wh:
         path = plot_correlation(
@@ -101,6 +107,7 @@ def plot_correlate(
             mode=mode.value if mode else None,
             stat=stat.value,
             k=k,
+            look=look(style, width, height, force),
         )
     typer.echo(f"wrote {path}")
 

@@ -271,10 +271,10 @@ def compare(
 
     with open_warehouse(db) as wh:
         df = queries.compare(wh, base, tuned, layer, _mode(mode), stat.value, k)
-        title = (
-            f"{_title(wh, 'fine-tune effect', tuned, stat=stat.value, layer=layer)}"
-            f" vs base run {base}"
-        )
+        from xling.analysis.plots import effect_kind
+
+        what = f"{effect_kind(wh, tuned)} effect"
+        title = f"{_title(wh, what, tuned, stat=stat.value, layer=layer)} vs base run {base}"
     render(df, fmt, title=title, name="compare_runs")
 
 

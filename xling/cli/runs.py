@@ -28,9 +28,34 @@ def init(
 
 @app.command("list")
 def list_runs(db: DbOpt = None, fmt: FormatOpt = Format.table) -> None:
-    """One line per run: model, adapter, status, phrases and rows."""
+    """One line per run: model, adapter, steering, layers, status, phrases and rows."""
+    from xling.analysis.queries import span
+
     with open_warehouse(db) as wh:
-        render(wh.runs(), fmt, title="runs", name="runs")
+        df = wh.runs()
+        configs = {
+            int(r): wh.run(int(r))["config"] for r in df["run_id"]
+        }  # adapter/steering/layers live in the config until the runs table has columns
+        if "steering" not in df.columns:
+            df.insert(3, "steering", [configs[int(r)].get("steer") for r in df["run_id"]])
+        if "layers" not in df.columns:
+            df.insert(
+                4,
+                "layers",
+                [
+                    span(
+                        configs[int(r)].get("resolved_layers")
+                        or configs[int(r)].get("layers")
+                        or []
+                    )
+                    for r in df["run_id"]
+                ],
+            )
+        df["adapter"] = [
+            a if isinstance(a, str) and a else configs[int(r)].get("adapter")
+            for a, r in zip(df["adapter"], df["run_id"], strict=True)
+        ]
+        render(df, fmt, title="runs", name="runs")
 
 
 @app.command("show")
