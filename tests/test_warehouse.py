@@ -357,9 +357,9 @@ def test_the_tables_read_from_the_migrations_are_the_tables_they_make(monkeypatc
 
     assert set(connection.migrated_tables()) == set(connection._fresh_schema()["tables"])
     more = [
-        ("005_a", "CREATE TABLE IF NOT EXISTS a (x INTEGER);\ncreate table B (x INTEGER);"),
-        ("006_b", "-- CREATE TABLE not_made (x INTEGER)\nDROP TABLE IF EXISTS a;"),
-        ("007_c", "ALTER TABLE b RENAME TO c; CREATE OR REPLACE TABLE d AS SELECT 1 AS x;"),
+        ("905_a", "CREATE TABLE IF NOT EXISTS a (x INTEGER);\ncreate table B (x INTEGER);"),
+        ("906_b", "-- CREATE TABLE not_made (x INTEGER)\nDROP TABLE IF EXISTS a;"),
+        ("907_c", "ALTER TABLE b RENAME TO c; CREATE OR REPLACE TABLE d AS SELECT 1 AS x;"),
     ]
     monkeypatch.setattr(
         connection, "migrations", lambda: [*connection._sql_dir("migrations"), *more]
@@ -384,10 +384,10 @@ def test_two_migrations_with_one_number_are_refused(monkeypatch):
         connection,
         "_sql_dir",
         lambda kind: (
-            [*shipped, ("005_a", "SELECT 1"), ("005_b", "SELECT 1")] if kind == "migrations" else []
+            [*shipped, ("905_a", "SELECT 1"), ("905_b", "SELECT 1")] if kind == "migrations" else []
         ),
     )
-    with pytest.raises(XlingError, match="005_a and 005_b share the number 005"):
+    with pytest.raises(XlingError, match="905_a and 905_b share the number 905"):
         connection.migrations()
 
 

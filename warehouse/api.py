@@ -51,6 +51,9 @@ class Warehouse:
         return self.con.execute(query, params).df()
 
     def arrow(self, query: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
+        # A relation refuses to run while an execute() result is unfinished (a fetchone()
+        # leaves one); finish it first.
+        self.con.complete()
         return self.con.sql(query, params=params).to_arrow_table()
 
     def scalar(self, query: str, params: Sequence[Any] | dict | None = None) -> Any:
