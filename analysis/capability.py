@@ -17,6 +17,7 @@ both compare the same content in two languages.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ import pandas as pd
 from xling.warehouse.errors import XlingError
 
 if TYPE_CHECKING:
-    from xling.ingest.models import LoadedModel
+    from xling.ingest.models import LoadedModel, ModelSpec
     from xling.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -147,15 +148,12 @@ def bench_parity(
     from xling.warehouse.writer import append_arrow
 
     run = cfg.run
-    source, adapter, steer = cfg.model, None, None
-    if source is None and model is None:
+    if cfg.model is None and model is None:
+        run = wh.resolve_run(run)  # the run's model, on the run's phrases
+    elif run is not None:
         run = wh.resolve_run(run)
-    if run is not None:
-        run = wh.resolve_run(run)
-        info = wh.run(run)
-        steer = info["config"].get("steer")
-        if source is None:
-            source, adapter = info["model"], info["adapter"]
+    spec = _model_spec(wh, cfg, run, model)
+    steer = spec.steering.name if spec.steering is not None else None
     phrases = corpus_phrases(wh, run=run, groups=cfg.groups)
     groups = wh.sql(
         "SELECT phrase_id, group_id FROM phrases WHERE phrase_id IN (SELECT unnest(?))",
@@ -164,9 +162,7 @@ def bench_parity(
     phrases = phrases.merge(groups, on="phrase_id")
     if cfg.ref not in set(phrases["lang"]):
         raise XlingError(f"no phrases in {cfg.ref!r} to compare with; load them or pick --ref")
-    with prepared_model(
-        wh, source, adapter=adapter, steer=steer, dtype=cfg.dtype, device=cfg.device, model=model
-    ) as lm:
+    with prepared_model(spec, model=model) as lm:
         nll, n_tokens = phrase_nll(
             lm.model, lm.tokenizer, phrases["text"].tolist(), batch_size=cfg.batch_size
         )
@@ -203,3 +199,27 @@ def bench_parity(
         )
     log.info("information parity of %s on %d languages stored", lm.name, len(table))
     return table.assign(model_id=model_id)
+
+
+def _model_spec(
+    wh: Warehouse, cfg: ParityConfig, run: int | None, model: LoadedModel | None
+) -> ModelSpec:
+    """The model to score: the config's (or the loaded one's), else the one `run` was ingested
+    with, every loading field, its adapter and its steering recipe kept."""
+    from xling.ingest.models import ModelSpec
+    from xling.ingest.runner import IngestConfig
+    from xling.ingest.steering import load_recipe
+
+    steering = None
+    record = wh.run(run) if run is not None else None
+    if record is not None and record.get("steer"):
+        steering = load_recipe(wh, record["steer"])
+    if cfg.model is not None or model is not None:
+        return ModelSpec(
+            source=cfg.model or model.name,
+            dtype=cfg.dtype,
+            device=cfg.device,
+            steering=steering,
+        )
+    recorded = IngestConfig.from_dict({**record.config, "model": record.model}).model_spec(steering)
+    return dataclasses.replace(recorded, source=record.model, dtype=cfg.dtype, device=cfg.device)

@@ -9,7 +9,7 @@ from xling.ingest.runner import IngestConfig, run_ingest
 from xling.pipeline.demo import benchmark_tables, demo_tables
 
 
-def test_demo_tables_and_bits_per_byte(corpus_wh, tiny_model_dir, tiny_sae_dirs):
+def test_demo_tables_and_information_parity(corpus_wh, tiny_model_dir, tiny_sae_dirs):
     wh = corpus_wh
     cfg = IngestConfig(
         model=str(tiny_model_dir), sae_dir=str(tiny_sae_dirs[0].parent), residuals=True
@@ -18,9 +18,10 @@ def test_demo_tables_and_bits_per_byte(corpus_wh, tiny_model_dir, tiny_sae_dirs)
     run_id = run_ingest(wh, cfg, model=lm)
     titles = [t for t, _ in demo_tables(wh, run_id)]
     assert len(titles) == 3
-    (_, bpb), (_, corr) = benchmark_tables(wh, lm, run_id)
-    assert set(bpb["lang"]) == {"en", "zh", "ru", "es", "it", "id", "ca", "mr", "ml", "hi"}
-    assert np.isfinite(bpb["bpb"]).all() and (bpb["bpb"] > 0).all()
-    stored = wh.sql("SELECT lang, value FROM benchmarks WHERE task = 'bpb' ORDER BY lang")
-    assert np.allclose(stored["value"], bpb.sort_values("lang")["bpb"])
+    (_, par), (_, corr) = benchmark_tables(wh, lm, run_id)
+    assert set(par["lang"]) == {"en", "zh", "ru", "es", "it", "id", "ca", "mr", "ml", "hi"}
+    assert np.isfinite(par["parity"]).all() and (par["parity"] > 0).all()
+    assert float(par.loc[par["lang"] == "en", "parity"].iloc[0]) == 1.0
+    stored = wh.sql("SELECT lang, value FROM benchmarks WHERE task = 'parity' ORDER BY lang")
+    assert np.allclose(stored["value"], par.sort_values("lang")["parity"])
     assert corr["layer"].tolist() == [0] and int(corr["n"].iloc[0]) == 9

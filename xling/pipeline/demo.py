@@ -9,7 +9,7 @@ Steps, each reused when its result is already there (`fresh` starts over):
 3. BatchTopK SAEs on a handful of layers with `sae train` (sae-lens), saved under out_dir/saes;
 4. ingest with residuals and MLP neuron counts (a killed demo's run is resumed);
 5. the gap and similarity tables, from `xling.analysis`;
-6. bits per byte per language and its correlation with the gap.
+6. information parity per language and its correlation with the gap.
 The warehouse stays at out_dir/xling.duckdb for `xling query ... --db`.
 """
 
@@ -38,7 +38,7 @@ GROUPS_PER_KIND = 50  # CLDR groups per kind (six kinds; months and weekdays hav
 D_SAE = 2048
 K = 32
 TRAIN_TOKENS = 25_000
-BPB_GROUPS = 50  # aligned groups scored for bits per byte (a 262k vocabulary is costly)
+BPB_GROUPS = 50  # aligned groups scored for information parity (a 262k vocabulary is costly)
 TRAIN_BATCH = 128  # ~200 optimiser steps: enough for the BatchTopK threshold to settle
 
 ProgressFactory = Callable[[str, str], contextlib.AbstractContextManager[Callable[[Any], None]]]
@@ -83,7 +83,9 @@ def run_demo(
         say(f"[5/6] tables from run {run_id} in {time.monotonic() - t:.1f} s")
         t = time.monotonic()
         tables += benchmark_tables(wh, lm, run_id)
-        say(f"[6/6] bits per byte and its correlation with the gap in {time.monotonic() - t:.1f} s")
+        say(
+            f"[6/6] information parity and its correlation with the gap in {time.monotonic() - t:.1f} s"
+        )
     say(
         f"demo done in {time.monotonic() - begin:.0f} s; warehouse {db} "
         f"(try: xling query gap --db {db})"
@@ -197,18 +199,19 @@ def demo_tables(wh: Warehouse, run_id: int) -> list[tuple[str, pd.DataFrame]]:
 
 
 def benchmark_tables(wh: Warehouse, lm, run_id: int) -> list[tuple[str, pd.DataFrame]]:
-    """Bits per byte per language (an offline capability measure) and its correlation with
-    the layer-0 gap against English."""
-    from xling.analysis.bpb import BpbConfig, bench_bpb
+    """Information parity per language (an offline capability measure comparable across
+    scripts, unlike bits per byte) and its correlation with the layer-0 gap against English."""
+    from xling.analysis.capability import ParityConfig, bench_parity
 
-    bpb = bench_bpb(wh, BpbConfig(run=run_id, groups=BPB_GROUPS), model=lm)
+    par = bench_parity(wh, ParityConfig(run=run_id, groups=BPB_GROUPS), model=lm)
     return [
         (
-            f"bits per byte per language ({BPB_GROUPS} aligned groups; lower is better)",
-            bpb[["lang", "bpb", "nll_nats", "n_bytes", "n_tokens"]],
+            f"information parity per language ({BPB_GROUPS} aligned groups; 1 = as English, "
+            "lower costs more)",
+            par[["lang", "parity", "n_groups"]],
         ),
         (
-            "bits per byte vs layer-0 gap against English (English left out)",
-            analysis.correlate(wh, "bpb", layer=0, run=run_id),
+            "information parity vs layer-0 gap against English (English left out)",
+            analysis.correlate(wh, "parity", layer=0, run=run_id),
         ),
     ]
