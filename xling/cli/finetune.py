@@ -207,7 +207,7 @@ def round_(
     steps: StepsOpt = 60,
     lr: Annotated[
         float | None,
-        typer.Option("--lr", help="Learning rate [default: align 1e-3, subnetwork 1e-4]."),
+        typer.Option("--lr", help="Learning rate [default: align 2e-4, subnetwork 1e-4]."),
     ] = None,
     lam: Annotated[float, typer.Option("--lambda", help="align: λ, English retention.")] = 1.0,
     batch_size: BatchOpt = 8,

@@ -72,7 +72,7 @@ class RoundConfig(JsonConfig):
     steps: int = 60
     """Optimisation steps (align, subnetwork)."""
     lr: float | None = None
-    """Learning rate; None = the method's default (align 1e-3, subnetwork 1e-4)."""
+    """Learning rate; None = the method's default (align 2e-4, subnetwork 1e-4)."""
     lam: float = 1.0
     """align: λ, weight of the English-retention term."""
     batch_size: int = 8
@@ -234,7 +234,7 @@ def _make_artifact(
             lam=cfg.lam,
             rank=cfg.rank,
             steps=cfg.steps,
-            lr=cfg.lr or 1e-3,
+            lr=cfg.lr or 2e-4,
             batch_size=cfg.batch_size,
             normalize=cfg.normalize,
             lora_layers=cfg.lora_layers,
