@@ -17,8 +17,9 @@ stops after block T, so blocks above T neither train nor run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     import torch
 
     from xling.finetune.common import FinetuneResult
+    from xling.ingest.models import LoadedModel
     from xling.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -54,12 +56,21 @@ class AlignPairs:
 
 
 def alignment_loss(
-    a_en: torch.Tensor, a_other: torch.Tensor, a_en_orig: torch.Tensor, lam: float
+    a_en: torch.Tensor,
+    a_other: torch.Tensor,
+    a_en_orig: torch.Tensor,
+    lam: float,
+    normalize: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, align, retain) for pooled activations [B, d_sae]: the two terms are means over
-    the batch of squared Euclidean distances."""
-    align = (a_en - a_other).pow(2).sum(-1).mean()
-    retain = (a_en - a_en_orig).pow(2).sum(-1).mean()
+    the batch of squared Euclidean distances — each divided by ‖a_en_orig‖² of its pair with
+    `normalize="en-norm"` (pairs whose English phrase has no active feature never get here)."""
+    align = (a_en - a_other).pow(2).sum(-1)
+    retain = (a_en - a_en_orig).pow(2).sum(-1)
+    if normalize == "en-norm":
+        scale = a_en_orig.pow(2).sum(-1)
+        align, retain = align / scale, retain / scale
+    align, retain = align.mean(), retain.mean()
     return align + lam * retain, align, retain
 
 
@@ -106,13 +117,34 @@ def pooled_sae_acts(
     gradient: str = "exact",
 ) -> torch.Tensor:
     """a_T for a batch: block `layer`'s output → SAE encode → pooled [B, d_sae], with grad."""
-    from xling.ingest.hooks import base_model, capture_blocks
+    from xling.ingest.hooks import base_model, capture_blocks, decoder_layers
     from xling.ingest.pooling import pool_mask
 
-    with capture_blocks(model, [layer], detach=False) as out:
+    with (
+        capture_blocks(model, [layer], detach=False) as out,
+        _stop_after_block(decoder_layers(model)[layer]),
+        contextlib.suppress(_Stop),
+    ):
         base_model(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     feats = encode(sae, out[layer].to(sae.dtype), gradient)
     return pool(feats, pool_mask(input_ids, attention_mask, bos_id, include_bos), stat)
+
+
+class _Stop(Exception):
+    """Raised after the target block: the blocks above it neither run nor enter the graph."""
+
+
+@contextlib.contextmanager
+def _stop_after_block(block: torch.nn.Module) -> Iterator[None]:
+    # Registered after capture_blocks' hook on the same block, so it runs once that recorded.
+    def stop(*_args):
+        raise _Stop
+
+    handle = block.register_forward_hook(stop)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def add_lora(model: torch.nn.Module, cfg: AlignLoraConfig, n_layers: int):
@@ -129,7 +161,7 @@ def add_lora(model: torch.nn.Module, cfg: AlignLoraConfig, n_layers: int):
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
-        layers_to_transform=list(range(cfg.target_layer + 1)),
+        layers_to_transform=sorted(cfg.lora_layers or range(cfg.target_layer + 1)),
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -194,7 +226,7 @@ def train_alignment(
         a_en = acts([pairs.en_text[i] for i in idx])
         a_other = acts([pairs.other_text[i] for i in idx])
         total, align, retain = alignment_loss(
-            a_en, a_other, a_orig[[pairs.en_row[i] for i in idx]], cfg.lam
+            a_en, a_other, a_orig[[pairs.en_row[i] for i in idx]], cfg.lam, cfg.normalize
         )
         if not torch.isfinite(total):
             raise XlingError(
@@ -222,10 +254,17 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def aligned_pairs(
-    wh: Warehouse, run_id: int, layer: int, langs: list[str] | None, stat: str, d_sae: int
+    wh: Warehouse,
+    run_id: int,
+    layer: int,
+    langs: list[str] | None,
+    stat: str,
+    d_sae: int,
+    groups: list[str] | None = None,
 ) -> AlignPairs:
     """Every (English, l) pair of one group, both phrases ingested by the run, l in `langs`
-    (None: every other language), and the run's English activations at `layer`, densified."""
+    (None: every other language), only groups in `groups` when given, and the run's English
+    activations at `layer`, densified."""
     import numpy as np
 
     run_langs = sorted(
@@ -252,8 +291,9 @@ def aligned_pairs(
         "WHERE e.lang = 'en' AND list_contains(?, p.lang) "
         "AND e.phrase_id IN (SELECT phrase_id FROM done) "
         "AND p.phrase_id IN (SELECT phrase_id FROM done) "
+        "AND (CAST(? AS VARCHAR[]) IS NULL OR list_contains(?, e.group_id)) "
         "ORDER BY e.phrase_id, p.lang",
-        [run_id, others],
+        [run_id, others, groups, groups],
     )
     if pairs.empty:
         raise XlingError(
@@ -304,20 +344,42 @@ def _load_sae(entry: dict, device: str):
 
 
 def align_lora(
-    wh: Warehouse, cfg: AlignLoraConfig, on_step: StepCallback | None = None
+    wh: Warehouse,
+    cfg: AlignLoraConfig,
+    on_step: StepCallback | None = None,
+    *,
+    model: LoadedModel | None = None,
 ) -> FinetuneResult:
     """Train activation-aligned LoRA from `cfg.base_run`, save it (peft format) to `cfg.out`
-    and record it in `finetunes`. Everything is checked before the model loads."""
+    and record it in `finetunes`. Everything is checked before the model loads.
+
+    `model`: the base run's model, already loaded (the round reuses one load); it leaves
+    tuned, the LoRA merged into its weights and `model.adapter` set to the saved adapter.
+    """
     from pathlib import Path
 
-    from xling.finetune.common import FinetuneResult, check_out, load_run_model, record_finetune
+    from xling.finetune.common import (
+        FinetuneResult,
+        check_out,
+        load_run_model,
+        record_finetune,
+        split_groups,
+    )
     from xling.finetune.subnetwork import count_parameters
 
     out = Path(cfg.out)
     check_out(out, ADAPTER_FILES)
     entry = _sae_entry(wh.run(cfg.base_run)["config"], cfg.target_layer, cfg.base_run)
-    pairs = aligned_pairs(wh, cfg.base_run, cfg.target_layer, cfg.langs, cfg.stat, entry["d_sae"])
-    lm, recorded = load_run_model(wh, cfg.base_run, cfg.device)
+    groups = None if cfg.split is None else split_groups(wh, cfg.split, "train")
+    pairs = aligned_pairs(
+        wh, cfg.base_run, cfg.target_layer, cfg.langs, cfg.stat, entry["d_sae"], groups
+    )
+    if cfg.normalize == "en-norm":
+        pairs = _with_active_english(pairs, cfg.target_layer)
+    if model is None:
+        lm, recorded = load_run_model(wh, cfg.base_run, cfg.device)
+    else:
+        lm, recorded = model, wh.run(cfg.base_run)["config"]
     sae = _load_sae(entry, str(lm.device))
     n_params = count_parameters(lm.model)
     peft_model = add_lora(lm.model, cfg, lm.n_layers)
@@ -339,6 +401,10 @@ def align_lora(
         on_step=on_step,
     )
     peft_model.save_pretrained(str(out))
+    if model is not None:
+        # The same weights apply_adapter would produce from the saved files.
+        lm.model = peft_model.merge_and_unload().eval()
+        lm.adapter = str(out.resolve())
     finetune_id = record_finetune(
         wh,
         kind="align",
@@ -357,4 +423,24 @@ def align_lora(
         n_trainable=n_trainable,
         n_params=n_params,
         extra={"n_pairs": len(pairs)},
+    )
+
+
+def _with_active_english(pairs: AlignPairs, layer: int) -> AlignPairs:
+    """Only the pairs whose English phrase has an active feature: `en-norm` divides by its
+    squared norm."""
+    norms = (pairs.a_orig.astype("float64") ** 2).sum(axis=1)
+    keep = [i for i, row in enumerate(pairs.en_row) if norms[row] > 0]
+    if not keep:
+        raise XlingError(
+            f"no English phrase has an active feature at layer {layer}; en-norm needs some"
+        )
+    if len(keep) < len(pairs):
+        log.info("en-norm: dropped %d pairs with silent English", len(pairs) - len(keep))
+    return AlignPairs(
+        en_text=[pairs.en_text[i] for i in keep],
+        other_text=[pairs.other_text[i] for i in keep],
+        lang=[pairs.lang[i] for i in keep],
+        en_row=[pairs.en_row[i] for i in keep],
+        a_orig=pairs.a_orig,
     )

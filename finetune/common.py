@@ -177,3 +177,64 @@ def finetune_record(wh: Warehouse, finetune_id: int) -> tuple[dict[str, Any], pd
     losses = pd.DataFrame(json.loads(row.pop("losses")))
     row["config"] = json.loads(row["config"])
     return row, losses
+
+
+# -- held-apart splits ---------------------------------------------------------------------
+
+
+def make_split(wh: Warehouse, base_run: int, eval_frac: float = 0.2, seed: int = 0) -> int:
+    """Partition `base_run`'s aligned groups (those holding English and at least one other
+    language) into 'train' and 'eval' and record it; returns the split id.
+
+    The groups are shuffled with `seed` (numpy's default generator over the sorted group
+    ids) and the first round(eval_frac · n) become 'eval', at least one and at most n − 1.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if not 0 < eval_frac < 1:
+        raise XlingError(f"eval fraction must be in (0, 1), got {eval_frac}")
+    groups = wh.sql(
+        "SELECT p.group_id FROM phrases p JOIN phrase_tokens t USING (phrase_id) "
+        "WHERE t.run_id = ? GROUP BY p.group_id "
+        "HAVING bool_or(p.lang = 'en') AND bool_or(p.lang <> 'en') ORDER BY p.group_id",
+        [base_run],
+    )["group_id"].tolist()
+    if len(groups) < 2:
+        raise XlingError(
+            f"run {base_run} holds {len(groups)} aligned group(s) with English; a held-apart "
+            "split needs at least 2"
+        )
+    order = np.random.default_rng(seed).permutation(len(groups))
+    n_eval = min(max(round(eval_frac * len(groups)), 1), len(groups) - 1)
+    parts = np.where(np.arange(len(groups)) < n_eval, "eval", "train")
+    rows = pd.DataFrame({"group_id": [groups[i] for i in order], "part": parts})
+    with wh.transaction() as con:
+        split_id = int(
+            con.execute(
+                "INSERT INTO splits (base_run, seed, eval_frac, n_train, n_eval) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING split_id",
+                [base_run, seed, eval_frac, len(groups) - n_eval, n_eval],
+            ).fetchone()[0]
+        )
+        con.register("split_rows", rows)
+        con.execute("INSERT INTO split_groups SELECT ?, group_id, part FROM split_rows", [split_id])
+        con.unregister("split_rows")
+    log.info(
+        "split %d of run %d: %d train, %d eval groups",
+        split_id,
+        base_run,
+        len(groups) - n_eval,
+        n_eval,
+    )
+    return split_id
+
+
+def split_groups(wh: Warehouse, split_id: int, part: str) -> list[str]:
+    """The group ids of one part ('train' or 'eval') of a recorded split."""
+    if not wh.scalar("SELECT count(*) FROM splits WHERE split_id = ?", [split_id]):
+        raise XlingError(f"no split {split_id}; `xling finetune round` makes them")
+    return wh.sql(
+        "SELECT group_id FROM split_groups WHERE split_id = ? AND part = ? ORDER BY group_id",
+        [split_id, part],
+    )["group_id"].tolist()

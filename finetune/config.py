@@ -18,6 +18,7 @@ from xling.warehouse.errors import XlingError
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 STATS = ("max", "mean")
 GRADIENTS = ("straight-through", "exact")
+NORMALIZATIONS = ("none", "en-norm")
 NEURON_MODES = ("scale", "replacement", "additive", "diffmean")
 STEER_KINDS = ("neurons", "residual")
 
@@ -39,7 +40,7 @@ def _top_rate(value: float) -> None:
         raise XlingError(f"top_rate must be in (0, 1], got {value!r}; LAPE uses 0.01-0.05")
 
 
-class _Json:
+class JsonConfig:
     """`to_json` / `from_json` for the dataclasses below (unknown keys are refused)."""
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,7 +60,7 @@ class _Json:
 
 
 @dataclass
-class AlignLoraConfig(_Json):
+class AlignLoraConfig(JsonConfig):
     """Activation-aligned LoRA (SPEC §6a).
 
     Minimises mean over pairs of ‖a_T(p_en) − a_T(p_l)‖² + λ‖a_T(p_en) − a_T^orig(p_en)‖²,
@@ -103,8 +104,30 @@ class AlignLoraConfig(_Json):
     """Seeds LoRA initialisation and the order of pairs."""
     device: str | None = None
     """Device to train on; None = the base run's."""
+    normalize: str = "none"
+    """`none`: the paper's loss as written. `en-norm`: each pair's two terms divided by
+    ‖a_T^orig(p_en)‖², the squared norm of its English phrase's stored activations (a relative
+    squared error: every pair weighs the same, and the loss is O(1) at every layer)."""
+    lora_layers: list[int] | None = None
+    """Blocks whose projections carry LoRA; None = 0..T. Must all be ≤ T (the forward stops
+    after block T)."""
+    split: int | None = None
+    """Train only on the 'train' groups of this split (`split_groups`); None = every group."""
 
     def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZATIONS:
+            raise XlingError(
+                f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}"
+            )
+        if self.lora_layers is not None:
+            if not self.lora_layers:
+                raise XlingError("lora_layers is empty; name at least one block or pass None")
+            bad = [layer for layer in self.lora_layers if not 0 <= layer <= self.target_layer]
+            if bad:
+                raise XlingError(
+                    f"LoRA layers {bad} are outside 0-{self.target_layer}: blocks above the "
+                    "target layer do not run during alignment"
+                )
         if self.target_layer < 0:
             raise XlingError(f"target layer must be ≥ 0, got {self.target_layer}")
         if self.gradient not in GRADIENTS:
@@ -132,7 +155,7 @@ class AlignLoraConfig(_Json):
 
 
 @dataclass
-class SubnetworkConfig(_Json):
+class SubnetworkConfig(JsonConfig):
     """Language-subnetwork tuning (SPEC §6b): only the LAPE neurons of `lang` train.
 
     For each selected neuron j of layer L, row j of gate_proj and up_proj and column j of
@@ -165,6 +188,8 @@ class SubnetworkConfig(_Json):
     """Seeds the order of phrases."""
     device: str | None = None
     """Device to train on; None = the run's."""
+    split: int | None = None
+    """Train only on the phrases of this split's 'train' groups; None = every phrase."""
 
     def __post_init__(self) -> None:
         if not self.lang or not self.lang.strip():
@@ -180,7 +205,7 @@ class SubnetworkConfig(_Json):
 
 
 @dataclass
-class NeuronSteerConfig(_Json):
+class NeuronSteerConfig(JsonConfig):
     """Steer a language's LAPE neurons: act_fn(gate_proj(x)) of the chosen layers.
 
     Modes (α = `alpha`; mean = the language's mean activation act_sum / n_tokens):
@@ -214,7 +239,7 @@ class NeuronSteerConfig(_Json):
 
 
 @dataclass
-class ResidualSteerConfig(_Json):
+class ResidualSteerConfig(JsonConfig):
     """Add α · (mean English residual − mean residual of `lang`) to the output of block `layer`.
 
     The means are over every phrase of the language in `run`'s `residuals` at that layer.

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from xling.finetune.align import StepCallback
     from xling.finetune.common import FinetuneResult
+    from xling.ingest.models import LoadedModel
     from xling.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,17 @@ def count_parameters(model: torch.nn.Module) -> int:
 # -- from the warehouse ------------------------------------------------------------------
 
 
-def language_texts(wh: Warehouse, run_id: int, lang: str) -> list[str]:
-    """The run's phrases in `lang`, in phrase order: the training text."""
+def language_texts(
+    wh: Warehouse, run_id: int, lang: str, groups: list[str] | None = None
+) -> list[str]:
+    """The run's phrases in `lang` (only those of `groups` when given), in phrase order: the
+    training text."""
     texts = wh.sql(
         "SELECT p.text FROM phrases p JOIN phrase_tokens t USING (phrase_id) "
-        "WHERE t.run_id = ? AND p.lang = ? ORDER BY p.phrase_id",
-        [run_id, lang],
+        "WHERE t.run_id = ? AND p.lang = ? "
+        "AND (CAST(? AS VARCHAR[]) IS NULL OR list_contains(?, p.group_id)) "
+        "ORDER BY p.phrase_id",
+        [run_id, lang, groups, groups],
     )["text"].tolist()
     if not texts:
         raise XlingError(f"run {run_id} has no phrases in {lang!r} to train on")
@@ -132,10 +138,17 @@ def language_texts(wh: Warehouse, run_id: int, lang: str) -> list[str]:
 
 
 def train_subnetwork(
-    wh: Warehouse, cfg: SubnetworkConfig, on_step: StepCallback | None = None
+    wh: Warehouse,
+    cfg: SubnetworkConfig,
+    on_step: StepCallback | None = None,
+    *,
+    model: LoadedModel | None = None,
 ) -> FinetuneResult:
     """Tune `cfg.lang`'s LAPE neurons on its phrases (causal-LM loss), save the delta file
-    and record the fine-tune. Everything is checked before the model loads."""
+    and record the fine-tune. Everything is checked before the model loads.
+
+    `model`: the run's model, already loaded; it leaves tuned (the delta written into its
+    weights) with `model.adapter` set to the saved delta."""
     import torch
 
     from xling.finetune.common import (
@@ -146,13 +159,16 @@ def train_subnetwork(
         load_run_model,
         record_finetune,
         shuffled_batches,
+        split_groups,
     )
 
     out = delta_path(cfg.out)
     check_out(out, (out.name,))
     neurons = lape_neurons(wh, cfg.run, cfg.lang, cfg.top_rate)
-    texts = language_texts(wh, cfg.run, cfg.lang)
-    lm, _ = load_run_model(wh, cfg.run, cfg.device)
+    groups = None if cfg.split is None else split_groups(wh, cfg.split, "train")
+    texts = language_texts(wh, cfg.run, cfg.lang, groups)
+    given = model is not None
+    lm = model if model is not None else load_run_model(wh, cfg.run, cfg.device)[0]
     model, tok = lm.model, lm.tokenizer
     n_layers = len(_layers(model))
     if max(neurons) >= n_layers:
@@ -208,6 +224,9 @@ def train_subnetwork(
             "neurons": {str(layer): len(ids) for layer, ids in neurons.items()},
         },
     )
+    if given:
+        # spliced() left the trained slices in the weights: the model is the tuned one.
+        lm.adapter = str(out.resolve())
     finetune_id = record_finetune(
         wh,
         kind="subnetwork",

@@ -143,6 +143,17 @@ def test_alignment_loss_equals_hand_computation(lm, tiny_sae_dirs):
     np.testing.assert_allclose(retain.item(), want_retain, rtol=1e-4)
     np.testing.assert_allclose(total.item(), want_align + lam * want_retain, rtol=1e-4)
 
+    # en-norm: each pair's two terms divided by its ‖a_orig‖².
+    total, align, retain = alignment_loss(
+        acts(en), acts(other), torch.tensor(orig, dtype=torch.float32), lam, "en-norm"
+    )
+    scale = (orig**2).sum(1)
+    want_align = (((a_en - a_other) ** 2).sum(1) / scale).mean()
+    want_retain = (((a_en - orig) ** 2).sum(1) / scale).mean()
+    np.testing.assert_allclose(align.item(), want_align, rtol=1e-4)
+    np.testing.assert_allclose(retain.item(), want_retain, rtol=1e-4)
+    np.testing.assert_allclose(total.item(), want_align + lam * want_retain, rtol=1e-4)
+
 
 @pytest.mark.parametrize("layer", [1, 2])  # JumpReLU, then ReLU
 def test_straight_through_gradient_reaches_features_that_are_off(tiny_sae_dirs, layer):
@@ -252,6 +263,15 @@ def test_lora_only_on_layers_up_to_the_target(tiny_model_dir):
     }
     assert wrapped == {(layer, proj) for layer in (0, 1) for proj in PROJECTIONS}
 
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    cfg = AlignLoraConfig(base_run=1, target_layer=2, out="x", lora_layers=[2])
+    wrapped = {
+        int(name.split(".layers.")[1].split(".")[0])
+        for name, p in add_lora(model, cfg, n_layers=4).named_parameters()
+        if p.requires_grad
+    }
+    assert wrapped == {2}
+
 
 def test_config_is_validated_and_round_trips():
     from xling.finetune.config import AlignLoraConfig
@@ -260,7 +280,16 @@ def test_config_is_validated_and_round_trips():
     cfg = AlignLoraConfig(base_run=3, target_layer=5, out="a", langs=["ml", "hi"], lam=0.5)
     assert AlignLoraConfig.from_json(cfg.to_json()) == cfg
     assert json.loads(cfg.to_json())["lam"] == 0.5
-    for bad in ({"lam": -1}, {"rank": 0}, {"stat": "median"}, {"langs": ["en"]}, {"steps": 1.5}):
+    for bad in (
+        {"lam": -1},
+        {"rank": 0},
+        {"stat": "median"},
+        {"langs": ["en"]},
+        {"steps": 1.5},
+        {"normalize": "l2"},
+        {"lora_layers": [6]},
+        {"lora_layers": []},
+    ):
         with pytest.raises(XlingError):
             AlignLoraConfig(base_run=3, target_layer=5, out="a", **bad)
 

@@ -7,31 +7,6 @@ import json
 import numpy as np
 
 
-def test_finetune_round_and_ingest_adapter(corpus_wh, tiny_model_dir, tiny_sae_dirs, tmp_path):
-    from xling.analysis.queries import compare
-    from xling.finetune.apply import finetune_round
-    from xling.ingest.runner import IngestConfig, run_ingest
-
-    cfg = IngestConfig(model=str(tiny_model_dir), sae_dir=str(tiny_sae_dirs[2]), layers=[2])
-    base = run_ingest(corpus_wh, cfg)
-    r = finetune_round(
-        corpus_wh,
-        base_run=base,
-        lang="ml",
-        target_layer=2,
-        out=tmp_path / "lora",
-        steps=20,
-        lr=1e-2,
-    )
-    tuned = corpus_wh.run(r.tuned_run)
-    assert tuned["adapter"] == str((tmp_path / "lora").resolve()) == tuned["config"]["adapter"]
-    assert tuned["model_id"] != corpus_wh.run(base)["model_id"]
-    table = compare(corpus_wh, base, r.tuned_run).set_index("lang")
-    # The aligned language moves; English is largely kept.
-    assert abs(table.loc["ml", "improvement_pct"]) > 1
-    assert 50 < table.loc["en", "en_retention_pct"] < 150
-
-
 def test_ingest_steer_records_the_recipe_and_changes_only_layers_from_its_own(
     corpus_wh, tiny_model_dir, db_path, cli
 ):

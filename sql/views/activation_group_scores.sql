@@ -11,7 +11,8 @@
 -- at_layer (constants that reach every scan, subqueries included).
 --
 --   activation_group_scores(mode := NULL, stat := 'max', k := 16, ref := 'en',
---                           select_run := NULL, at_run := NULL, at_layer := NULL)
+--                           select_run := NULL, at_run := NULL, at_layer := NULL,
+--                           at_split := NULL)
 --     mode   'origin': a group's feature is its phrases' origin (origin_layer,
 --              origin_feature), the English phrase's when several phrases carry one.
 --            'english-topk': F_g = the k features with the highest act on the phrase of g in
@@ -25,15 +26,20 @@
 --     ref    english-topk only: the language whose phrase picks F_g (default 'en').
 --     select_run  topk modes: take F_g from this run's phrases instead of the scored run's
 --              (a fine-tuned run scored on its base run's features).
+--     at_split  only the groups held apart ('eval') by this split (split_groups, written by
+--              `finetune round`); NULL: every group.
 -- Limits of the join key below: layers < 256, features < 2^24.
 CREATE OR REPLACE MACRO activation_group_scores(mode := NULL, stat := 'max', k := 16,
                                                 ref := 'en', select_run := NULL,
-                                                at_run := NULL, at_layer := NULL) AS TABLE
+                                                at_run := NULL, at_layer := NULL,
+                                                at_split := NULL) AS TABLE
 WITH
 run_phrases AS NOT MATERIALIZED (
     SELECT t.run_id, t.phrase_id, p.group_id, p.lang
     FROM phrase_tokens t JOIN phrases p USING (phrase_id)
-    WHERE at_run IS NULL OR t.run_id = at_run OR t.run_id = select_run
+    WHERE (at_run IS NULL OR t.run_id = at_run OR t.run_id = select_run)
+      AND (at_split IS NULL OR p.group_id IN (SELECT group_id FROM split_groups
+                                              WHERE split_id = at_split AND part = 'eval'))
 ),
 -- (run, group) -> gidx: key = gidx·2^32 + layer·2^24 + feature is one BIGINT for the join
 -- against feature_acts, far cheaper there than four key columns (the layer term is left out

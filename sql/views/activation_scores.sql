@@ -10,11 +10,11 @@
 --            the pairs (g, f in F_g) of groups holding l (and, in english-topk, `ref`).
 --
 --   activation_scores(mode := NULL, stat := 'max', k := 16, ref := 'en', select_run := NULL,
---                     at_run := NULL, at_layer := NULL)
+--                     at_run := NULL, at_layer := NULL, at_split := NULL)
 -- The view activation_scores is the macro with its defaults.
 CREATE OR REPLACE MACRO activation_scores(mode := NULL, stat := 'max', k := 16, ref := 'en',
                                           select_run := NULL, at_run := NULL,
-                                          at_layer := NULL) AS TABLE
+                                          at_layer := NULL, at_split := NULL) AS TABLE
 WITH per_unit AS (
     -- origin: one unit per feature; topk: one unit per group, summed below as a ratio.
     -- Columns are qualified: a bare `mode` or `ref` would name the macro's parameter.
@@ -23,7 +23,7 @@ WITH per_unit AS (
            sum(g.n_targets) AS n_targets, count(*) AS n_phrases
     FROM activation_group_scores(mode := mode, stat := stat, k := k, ref := ref,
                                  select_run := select_run, at_run := at_run,
-                                 at_layer := at_layer) g
+                                 at_layer := at_layer, at_split := at_split) g
     GROUP BY g.run_id, g.layer, g.lang, g.feature, CASE WHEN g.feature IS NULL THEN g.group_id END
 )
 SELECT u.run_id, u.layer, u.lang, any_value(u.resource_group) AS resource_group,

@@ -10,24 +10,41 @@
 -- In english-topk mode both runs are scored on the base run's top-k English features, so
 -- en_retention_pct measures the same features before and after. Filter with WHERE layer = ?,
 -- or (faster) pass at_layer.
+-- Groups scored (`groups`): 'auto' (default) = the held-apart ('eval') groups of the split
+-- of the round that made `tuned` from `base` (table rounds), every group when there is no
+-- such round; 'all' = every group. split_id says which split was used (NULL: none).
 --
---   compare_runs(base, tuned, mode := NULL, stat := 'max', k := 16, at_layer := NULL)
+--   compare_runs(base, tuned, mode := NULL, stat := 'max', k := 16, at_layer := NULL,
+--                groups := 'auto')
 CREATE OR REPLACE MACRO compare_runs(base, tuned, mode := NULL, stat := 'max', k := 16,
-                                     at_layer := NULL) AS TABLE
+                                     at_layer := NULL, groups := 'auto') AS TABLE
 WITH
+held_apart AS (
+    SELECT CASE groups
+               WHEN 'all' THEN NULL
+               WHEN 'auto' THEN (SELECT max(split_id) FROM rounds
+                                 WHERE base_run = base AND tuned_run = tuned)
+               ELSE error('groups must be auto or all') END AS split_id
+),
 base_scores AS (
     SELECT * FROM activation_scores(mode := mode, stat := stat, k := k, select_run := base,
-                                    at_run := base, at_layer := at_layer)
+                                    at_run := base, at_layer := at_layer,
+                                    at_split := (SELECT split_id FROM held_apart))
 ),
 tuned_scores AS (
     SELECT * FROM activation_scores(mode := mode, stat := stat, k := k, select_run := base,
-                                    at_run := tuned, at_layer := at_layer)
+                                    at_run := tuned, at_layer := at_layer,
+                                    at_split := (SELECT split_id FROM held_apart))
 ),
 en_phrases AS NOT MATERIALIZED (
     SELECT phrase_id FROM phrases
     WHERE lang = 'en'
       AND phrase_id IN (SELECT phrase_id FROM phrase_tokens WHERE run_id = base)
       AND phrase_id IN (SELECT phrase_id FROM phrase_tokens WHERE run_id = tuned)
+      AND ((SELECT split_id FROM held_apart) IS NULL
+           OR group_id IN (SELECT group_id FROM split_groups
+                           WHERE split_id = (SELECT split_id FROM held_apart)
+                             AND part = 'eval'))
 ),
 vecs AS NOT MATERIALIZED (
     SELECT run_id, phrase_id, layer, feature,
@@ -65,7 +82,7 @@ SELECT base AS base_run, tuned AS tuned_run, b.layer, b.lang, b.resource_group, 
        100 * max(t.score) FILTER (WHERE t.lang = 'en') OVER (PARTITION BY b.layer)
            / nullif(max(b.score) FILTER (WHERE b.lang = 'en') OVER (PARTITION BY b.layer), 0)
            AS en_retention_pct,
-       c.en_cosine, c.n_en_phrases
+       c.en_cosine, c.n_en_phrases, (SELECT split_id FROM held_apart) AS split_id
 FROM base_scores b
 JOIN tuned_scores t ON t.layer = b.layer AND t.lang = b.lang
 LEFT JOIN en_cosine c ON c.layer = b.layer;

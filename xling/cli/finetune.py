@@ -185,3 +185,120 @@ def show(
         row, losses = finetune_record(wh, finetune_id)
     typer.echo(json.dumps(row, indent=2, default=str))
     render(losses, fmt, title="losses", name="losses")
+
+
+@app.command("round")
+def round_(
+    run: Annotated[int, typer.Option("--run", help="Base run (finished, base model).")],
+    method: Annotated[str, typer.Option("--method", help="align | subnetwork | steer.")],
+    langs: Annotated[
+        str,
+        typer.Option(
+            "--langs", help="Languages ('all' = every non-English one; one for subnetwork/steer)."
+        ),
+    ] = "all",
+    target_layer: Annotated[
+        int | None,
+        typer.Option("--target-layer", help="T: layer aligned (align), block steered (residual)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Adapter path [default: beside the warehouse].")
+    ] = None,
+    steps: StepsOpt = 60,
+    lr: Annotated[
+        float | None,
+        typer.Option("--lr", help="Learning rate [default: align 2e-4, subnetwork 1e-4]."),
+    ] = None,
+    lam: Annotated[float, typer.Option("--lambda", help="align: λ, English retention.")] = 1.0,
+    batch_size: BatchOpt = 8,
+    normalize: Annotated[
+        str, typer.Option("--normalize", help="align loss: none (the paper's) | en-norm.")
+    ] = "none",
+    lora_layers: Annotated[
+        str | None, typer.Option("--lora-layers", help="align: blocks with LoRA [default: 0-T].")
+    ] = None,
+    rank: Annotated[int, typer.Option("--rank", help="align: LoRA rank.")] = 8,
+    top_rate: Annotated[
+        float, typer.Option("--top-rate", help="subnetwork, neuron steering: LAPE top rate.")
+    ] = 0.01,
+    steer_kind: Annotated[
+        str, typer.Option("--steer-kind", help="steer: residual | neurons.")
+    ] = "residual",
+    steer_mode: Annotated[
+        str,
+        typer.Option("--steer-mode", help="steer neurons: scale|replacement|additive|diffmean."),
+    ] = "additive",
+    alpha: Annotated[float, typer.Option("--alpha", help="steer: α.")] = 1.0,
+    layers: Annotated[
+        str | None,
+        typer.Option("--layers", help="Layers the tuned run ingests [default: the base run's]."),
+    ] = None,
+    eval_frac: Annotated[
+        float, typer.Option("--eval-frac", help="Share of aligned groups held apart.")
+    ] = 0.2,
+    split_seed: Annotated[int, typer.Option("--split-seed", help="Seeds the split.")] = 0,
+    capability: Annotated[
+        bool,
+        typer.Option("--capability/--no-capability", help="Score NLL and parity before/after."),
+    ] = True,
+    device: DeviceOpt = None,
+    seed: SeedOpt = 0,
+    db: DbOpt = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """One round: base run -> artifact from the train groups -> ingest with it -> compare and
+    capability on the held-apart groups, all recorded (`finetune rounds`).
+
+    The tuned run is the newest run; `query compare --base RUN --tuned TUNED` reports on the
+    held-apart groups.
+    """
+    from xling.cli.common import parse_layers
+    from xling.cli.ingest import progress_bar
+    from xling.pipeline.round import RoundConfig, round_tables, run_round
+
+    cfg = RoundConfig(
+        base_run=run,
+        method=method,
+        out=None if out is None else str(out),
+        langs=None if langs.strip() == "all" else parse_list(langs),
+        target_layer=target_layer,
+        eval_frac=eval_frac,
+        split_seed=split_seed,
+        layers=parse_layers(layers),
+        steps=steps,
+        lr=lr,
+        lam=lam,
+        batch_size=batch_size,
+        normalize=normalize,
+        lora_layers=parse_layers(lora_layers),
+        rank=rank,
+        top_rate=top_rate,
+        steer_kind=steer_kind,
+        steer_mode=steer_mode,
+        alpha=alpha,
+        capability=capability,
+        seed=seed,
+        device=device,
+    )
+    fields = ("align", "retain") if method == "align" else ("loss",)
+    with (
+        open_warehouse(db, read_only=False) as wh,
+        _progress(steps if method != "steer" else 0, fields) as cb,
+        progress_bar("ingest") as update,
+    ):
+        result = run_round(wh, cfg, on_step=cb, progress=update)
+    typer.echo(
+        f"round {result.round_id}: run {result.base_run} -> run {result.tuned_run} "
+        f"({method}, {result.artifact}); split {result.split_id}; {result.seconds:.0f} s"
+    )
+    for title, df in round_tables(result):
+        render(df, fmt, title=title, name="round")
+
+
+@app.command("rounds")
+def rounds(db: DbOpt = None, fmt: FormatOpt = Format.table) -> None:
+    """One line per round: base and tuned run, split, method, artifact, wall time."""
+    from xling.pipeline.round import list_rounds
+
+    with open_warehouse(db) as wh:
+        render(list_rounds(wh), fmt, title="rounds", name="rounds")
