@@ -218,3 +218,23 @@ def test_queries_from_summaries_equal_raw_rows(wh, seed, monkeypatch):
                         )
                     else:
                         assert (got[col].to_numpy() == want[col].to_numpy()).all(), col
+
+
+def test_cli_encoding(cli, corpus_wh, db_path, tiny_model_dir, tiny_sae_dirs):
+    """`--encoding compact` through the CLI, read by `query gap`; a bad name is one line."""
+    corpus_wh.close()
+    before = db_path.read_bytes()
+    base = ["ingest", "--db", db_path, "--model", tiny_model_dir]
+    base += ["--sae-dir", tiny_sae_dirs[0].parent, "--layers", "0,2", "--limit", "20"]
+    res = cli(*base, "--encoding", "zip")
+    assert res.exit_code == 1
+    assert res.stderr.count("\n") == 1 and "unknown encoding 'zip'" in res.stderr
+    assert db_path.read_bytes() == before
+    res = cli(*base, "--encoding", "compact")
+    assert res.exit_code == 0, res.stderr
+    with Warehouse(db_path) as w:
+        assert w.scalar("SELECT count(*) FROM feature_acts") == 0
+        assert w.scalar("SELECT count(DISTINCT layer) FROM feature_acts_compact") == 2
+    res = cli("query", "gap", "--db", db_path, "--mode", "english-topk")
+    assert res.exit_code == 0, res.stderr
+    assert "english-topk" in res.stdout
