@@ -34,6 +34,7 @@ from xling.analysis.defaults import (
 )
 from xling.analysis.stats import DEFAULT_N_BOOT, DEFAULT_SEED
 from xling.warehouse.errors import XlingError
+from xling.warehouse.summaries import has_summaries
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -194,6 +195,7 @@ class Selection:
     stat: str
     k: int
     ref: str
+    from_summaries: bool = False  # the run's summaries can answer (see _selection)
 
     def args(self) -> tuple[str, list[Any]]:
         """The macro arguments as SQL text and bound parameters."""
@@ -201,6 +203,9 @@ class Selection:
             "mode := ?, stat := ?, k := ?, ref := ?, at_run := ?, at_layer := ?",
             [self.mode, self.stat, self.k, self.ref, self.run, self.layer],
         )
+
+
+_SUMMARY_MODES = ("origin", "english-topk")  # what activation_scores_summary computes
 
 
 def _selection(
@@ -220,7 +225,10 @@ def _selection(
         raise XlingError(f"--ref must be a language code, got {ref!r}")
     if ref != "en":  # English is checked where a metric needs it (SPEC §7's message)
         _check_lang(wh, run_id, ref)
-    return Selection(run_id, layer, resolve_mode(wh, run_id, mode, ref), stat, k, ref)
+    sel_mode = resolve_mode(wh, run_id, mode, ref)
+    # The summaries hold origin and English top-k (k <= their k_max) of finished runs.
+    from_summaries = ref == "en" and sel_mode in _SUMMARY_MODES and has_summaries(wh.con, run_id, k)
+    return Selection(run_id, layer, sel_mode, stat, k, ref, from_summaries)
 
 
 def _scored(
@@ -232,6 +240,9 @@ def _scored(
     every scan of feature_acts, subqueries included, which a WHERE on the result would not.
     """
     args, params = sel.args()
+    if macro in _FROM_SUMMARIES:
+        # SQL text, not a parameter: a constant lets DuckDB drop the branch not read.
+        args += f", from_summaries := {'true' if sel.from_summaries else 'false'}"
     df = wh.sql(
         f"SELECT * FROM {macro}({args}{extra}) WHERE run_id = ? ORDER BY {order}",
         [*params, *extra_params, sel.run],
@@ -246,6 +257,8 @@ _GAP = "gap_by_layer"
 _BY_LANG = "gap_by_lang"
 _SUMMARY = "gap_by_lang_summary"
 _SCORES = "activation_scores"
+# The macros that read the summaries when the selection allows (from_summaries).
+_FROM_SUMMARIES = frozenset({_GAP, _BY_LANG, _SUMMARY, _SCORES})
 
 
 # -- bootstrap over aligned groups ------------------------------------------------------
@@ -785,7 +798,7 @@ def feature_phrases(
     df = wh.sql(
         f"SELECT p.lang, row_number() OVER w AS rank, f.{col} AS act, f.n_active, "
         "count(*) OVER (PARTITION BY p.lang) AS n_lang_active, f.phrase_id, p.group_id, p.text "
-        "FROM feature_acts f JOIN phrases p USING (phrase_id) "
+        "FROM feature_values f JOIN phrases p USING (phrase_id) "
         "WHERE f.run_id = ? AND f.layer = ? AND f.feature = ? "
         f"WINDOW w AS (PARTITION BY p.lang ORDER BY f.{col} DESC, f.phrase_id) "
         "QUALIFY rank <= ? ORDER BY p.lang, rank",

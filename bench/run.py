@@ -61,6 +61,25 @@ def _load_bench_ingest():
 
 bench_ingest = _load_bench_ingest()
 
+
+def scale_section(query_rows: float) -> str:
+    """bench/scale.py's markdown (its defaults, this run's query size; Gemma is measured above)."""
+    spec = importlib.util.spec_from_file_location("bench_scale", BENCH / "scale.py")
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)  # imports bench/layout.py etc.: bench/ is sys.path[0]
+    return scale.section(
+        argparse.Namespace(
+            storage_phrases=40_000,
+            layout_phrases=20_000,
+            layouts="chunk-500k,chunk-2rg/layer,table-per-layer,rewrite",
+            query_rows=query_rows,
+            ingest=False,
+            gemma=False,
+            gemma_groups=30,
+        )
+    )
+
+
 # The all-layer counterpart of query_gap.HAND_GAP: origin-mode A(L, l), then the gap per layer.
 HAND_GAP_ALL = """
 WITH origin AS (
@@ -512,6 +531,9 @@ def main() -> None:
     ap.add_argument("--rss-groups", type=int, default=20, help="N/10 for the memory check")
     ap.add_argument("--gemma", action="store_true", help="also ingest vs bare on Gemma 3 270M")
     ap.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
+    ap.add_argument(
+        "--no-scale", action="store_true", help="skip bench/scale.py's section (storage, summaries)"
+    )
     ap.add_argument("--rss-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
@@ -562,6 +584,9 @@ def main() -> None:
         section("xling --help")
         results["help"] = help_time()
     text = report(args, info, results, loads, time.perf_counter() - start)
+    if not args.no_scale:
+        section("scale: storage, layouts, summaries (bench/scale.py)")
+        text = text.rstrip("\n") + "\n\n" + scale_section(args.query_rows)
     args.out.write_text(text, encoding="utf-8")
     print(text)
 

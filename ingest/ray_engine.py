@@ -105,6 +105,10 @@ def run_ingest_ray(
     """
     if config.neurons:
         raise XlingError("--neurons is not available with --engine ray; use the local engine")
+    if config.encoding != "lossless":
+        raise XlingError(
+            "--encoding compact is not available with --engine ray; use the local engine"
+        )
     try:
         import ray
         import ray.data

@@ -41,6 +41,7 @@ from xling.ingest.stages import (
     plan_run,
 )
 from xling.warehouse import catalog
+from xling.warehouse.encoding import check_encoding
 from xling.warehouse.errors import XlingError
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ class IngestConfig:
     chunk_rows: int = 500_000  # runtime: rows per committed chunk (also closed at 256 MiB)
     adapter: str | None = None  # fine-tune merged in first: a LoRA dir or a subnetwork delta
     steer: str | None = None  # stored intervention (`xling steer add`) hooked in throughout
+    encoding: str = "lossless"  # feature values: lossless | compact (xling.warehouse.encoding)
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -138,6 +140,10 @@ class IngestConfig:
                 raise XlingError(f"bad layer list {self.layers}; layers are 0-based")
             self.layers = sorted(set(self.layers))
         SaeSource(self.sae_release, self.sae_id, self.sae_dir)  # validates the combination
+        try:
+            check_encoding(self.encoding, self.max_tokens)
+        except ValueError as err:
+            raise XlingError(f"bad --encoding: {err}") from None
 
     @property
     def sae_source(self) -> SaeSource:
@@ -468,7 +474,12 @@ def _execute(
     )
     process = BatchProcessor(started.lm, started.saes, plan.layers, plan.langs, config.rows)
     sink = WarehouseSink(
-        wh, run_id, plan.langs, chunk_rows=config.chunk_rows, first_chunk=first_chunk
+        wh,
+        run_id,
+        plan.langs,
+        chunk_rows=config.chunk_rows,
+        first_chunk=first_chunk,
+        encoding=config.encoding,
     )
     try:
         for batch in batches(

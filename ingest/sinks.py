@@ -7,8 +7,9 @@ parts (an engine's workers that cannot hold the warehouse's lock).
 
 WarehouseSink buffers batches and commits a chunk once it holds `chunk_rows` rows (or 256 MiB
 of Arrow): the rows, `phrase_tokens` (one row per phrase done) and the chunk's ledger entry in
-one transaction, so a killed run holds whole phrases only and `--resume` redoes exactly the
-phrases missing from `phrase_tokens`. Neuron statistics are additive: each chunk appends its
+one transaction, with the chunk's summaries (xling.warehouse.summaries), so a killed run holds
+whole phrases only and `--resume` redoes exactly the phrases missing from `phrase_tokens`.
+Feature rows go to the table of the run's encoding (xling.warehouse.encoding). Neuron statistics are additive: each chunk appends its
 per-language partial counts, and `finish` folds them into one row per (lang, layer, neuron).
 """
 
@@ -22,8 +23,9 @@ import pyarrow as pa
 
 from xling.ingest.stages import Batch, BatchRows
 from xling.warehouse import catalog
-from xling.warehouse.layout import order_run_rows
+from xling.warehouse.encoding import encode_rows, table_for
 from xling.warehouse.parquet import part_name, write_part
+from xling.warehouse.summaries import finish_summaries, update_summaries
 from xling.warehouse.writer import append_arrow
 
 if TYPE_CHECKING:
@@ -46,8 +48,12 @@ class WarehouseSink:
         *,
         chunk_rows: int,
         first_chunk: int = 0,
+        encoding: str = "lossless",
     ) -> None:
         self.wh, self.run_id, self.langs, self.chunk_rows = wh, run_id, langs, chunk_rows
+        self.encoding = encoding
+        self.feature_table = table_for(encoding)  # feature_acts or feature_acts_compact
+        self._backfill: bool | None = None  # summaries must cover earlier sessions' phrases
         self.chunks = first_chunk  # chunks committed so far, earlier sessions included
         self.rows = 0  # feature rows committed by this sink
         self._reset()
@@ -98,14 +104,20 @@ class WarehouseSink:
                 if name != "phrase_tokens":
                     # Layer-ordered chunks let DuckDB's zone maps skip other layers' rows.
                     t = t.sort_by([("layer", "ascending"), ("phrase_id", "ascending")])
+                if name == "feature_acts":
+                    t = encode_rows(t, self.encoding)
                 prepared[name] = t.append_column("run_id", pa.repeat(run, t.num_rows))
         if self.neurons:
             prepared["neuron_stats"] = self._neuron_table(run)
         n_phrases = prepared["phrase_tokens"].num_rows
         n_features = prepared["feature_acts"].num_rows if "feature_acts" in prepared else 0
+        phrase_ids = prepared["phrase_tokens"].column("phrase_id").to_numpy()
         with self.wh.transaction() as con:
             for name, table in prepared.items():
-                append_arrow(con, name, table)
+                append_arrow(con, self.feature_table if name == "feature_acts" else name, table)
+            # The chunk's summaries commit (or roll back) with its rows, so a resumed run
+            # adds exactly the phrases that are missing.
+            update_summaries(con, self.run_id, self._summary_ids(con, phrase_ids))
             catalog.commit_chunk(con, self.run_id, self.chunks, n_phrases, n_features)
         log.debug(
             "run %d chunk %d: %d phrases, %d feature rows",
@@ -114,12 +126,31 @@ class WarehouseSink:
             n_phrases,
             n_features,
         )
+        self._backfill = False  # set only once the chunk (and its backfill) committed
         self.chunks += 1
         self.rows += n_features
         self._reset()
 
+    def _summary_ids(self, con, phrase_ids: np.ndarray) -> np.ndarray:
+        """The phrases whose summaries this chunk adds: its own, or, on the first chunk of a
+        run whose earlier phrases have rows but no summaries (imported Ray parts, a warehouse
+        from before summaries), every phrase of the run so far."""
+        if self._backfill is None:
+            self._backfill = con.execute(
+                "SELECT NOT EXISTS (SELECT 1 FROM summary_runs WHERE run_id = $run) "
+                "AND (SELECT count(*) FROM phrase_tokens WHERE run_id = $run) > $n",
+                {"run": self.run_id, "n": len(phrase_ids)},
+            ).fetchone()[0]
+        if not self._backfill:
+            return phrase_ids
+        rows = con.execute(
+            "SELECT phrase_id FROM phrase_tokens WHERE run_id = ? ORDER BY phrase_id",
+            [self.run_id],
+        ).fetchnumpy()
+        return rows["phrase_id"]
+
     def finish(self, *, neurons: bool) -> None:
-        """Fold the neuron counts, lay the run's rows out by layer and mark it finished."""
+        """Fold the neuron counts and the summaries and mark the run finished."""
         with self.wh.transaction() as con:
             if neurons:
                 # Fold the chunks' partial counts into one row per (lang, layer, neuron).
@@ -133,8 +164,9 @@ class WarehouseSink:
                 con.execute("DELETE FROM neuron_stats WHERE run_id = ?", [self.run_id])
                 con.execute("INSERT INTO neuron_stats BY NAME SELECT * FROM _xling_neurons")
                 con.execute("DROP TABLE _xling_neurons")
-            # Layer-contiguous row groups let a one-layer query skip the other layers' data.
-            order_run_rows(con, self.run_id)
+            # No layout rewrite: chunks are layer-sorted already, and the metric views read
+            # the summaries, so the finish never copies the run's rows (docs/scale.md).
+            finish_summaries(con, self.run_id)
             catalog.finish_run(con, self.run_id)
 
     def _neuron_table(self, run: pa.Scalar) -> pa.Table:

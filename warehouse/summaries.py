@@ -23,8 +23,8 @@ chunk that rolls back takes its partials with it, and a resumed run adds exactly
 phrases'. Partials are folded to one row per key when they outnumber the folded rows, and at
 finish, so each is folded O(1) times on average: the upkeep grows with the run's rows.
 
-sql/views/summary_scores.sql reads these tables (activation_scores_summary,
-feature_lang_stats_summary) and gives the numbers of activation_scores and feature_lang_stats.
+sql/views/activation_scores_summary.sql and feature_lang_stats_summary.sql read these tables
+and give the numbers of activation_scores and feature_lang_stats.
 """
 
 from __future__ import annotations

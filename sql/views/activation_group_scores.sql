@@ -57,7 +57,7 @@ acts AS NOT MATERIALIZED (
     SELECT run_id, phrase_id, layer, feature,
            CASE stat WHEN 'max' THEN act_max WHEN 'mean' THEN act_mean
                 ELSE error('stat must be max or mean') END AS act
-    FROM feature_acts
+    FROM feature_values
     WHERE (at_layer IS NULL OR layer = at_layer)
       AND (at_run IS NULL OR run_id = at_run OR run_id = select_run)
 ),

@@ -8,5 +8,5 @@ CREATE OR REPLACE VIEW activation_layers AS
 SELECT run_id, layer FROM run_layers WHERE sae_id IS NOT NULL
 UNION ALL
 SELECT DISTINCT f.run_id, f.layer
-FROM feature_acts f
+FROM feature_values f
 WHERE f.run_id NOT IN (SELECT run_id FROM run_layers);

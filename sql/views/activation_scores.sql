@@ -10,11 +10,20 @@
 --            the pairs (g, f in F_g) of groups holding l (and, in english-topk, `ref`).
 --
 --   activation_scores(mode := NULL, stat := 'max', k := 16, ref := 'en', select_run := NULL,
---                     at_run := NULL, at_layer := NULL, at_split := NULL)
+--                     at_run := NULL, at_layer := NULL, at_split := NULL,
+--                     from_summaries := false)
 -- The view activation_scores is the macro with its defaults.
+--
+-- from_summaries (a constant): read the run's summaries (activation_scores_summary) instead
+-- of the raw rows, same numbers. Only where they can answer: a finished run with summaries,
+-- mode origin or english-topk, ref 'en', k <= their k_max, no select_run, no at_split (the
+-- caller decides,
+-- analysis/queries.py through summaries.has_summaries). DuckDB drops the branch whose WHERE
+-- is a false constant, so only one of the two is read.
 CREATE OR REPLACE MACRO activation_scores(mode := NULL, stat := 'max', k := 16, ref := 'en',
                                           select_run := NULL, at_run := NULL,
-                                          at_layer := NULL, at_split := NULL) AS TABLE
+                                          at_layer := NULL, at_split := NULL,
+                                          from_summaries := false) AS TABLE
 WITH per_unit AS (
     -- origin: one unit per feature; topk: one unit per group, summed below as a ratio.
     -- Columns are qualified: a bare `mode` or `ref` would name the macro's parameter.
@@ -34,7 +43,14 @@ SELECT u.run_id, u.layer, u.lang, any_value(u.resource_group) AS resource_group,
            AS n_units,
        sum(u.n_phrases) AS n_phrases
 FROM per_unit u
-GROUP BY u.run_id, u.layer, u.lang;
+WHERE NOT from_summaries
+GROUP BY u.run_id, u.layer, u.lang
+UNION ALL
+SELECT s.run_id, s.layer, s.lang, s.resource_group, s.mode, ref AS ref, s.score, s.n_units,
+       s.n_phrases
+FROM activation_scores_summary(mode := mode, stat := stat, k := k, at_run := at_run,
+                               at_layer := at_layer) s
+WHERE from_summaries;
 
 CREATE OR REPLACE VIEW activation_scores WITH (DEFER_BINDING) AS
 SELECT * FROM activation_scores();

@@ -50,7 +50,7 @@ vecs AS NOT MATERIALIZED (
     SELECT run_id, phrase_id, layer, feature,
            CASE stat WHEN 'max' THEN act_max WHEN 'mean' THEN act_mean
                 ELSE error('stat must be max or mean') END AS act
-    FROM feature_acts
+    FROM feature_values
     WHERE run_id IN (base, tuned) AND phrase_id IN (SELECT phrase_id FROM en_phrases)
       AND (at_layer IS NULL OR layer = at_layer)
 ),

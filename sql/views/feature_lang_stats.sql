@@ -19,7 +19,7 @@ sums AS (
     SELECT f.run_id, f.layer, f.feature, rp.lang, sum(f.act_max) AS s_max,
            sum(f.act_mean) AS s_mean, count(*) AS n_active_phrases,
            sum(f.n_active) AS n_active_tokens
-    FROM feature_acts f JOIN run_phrases rp USING (run_id, phrase_id)
+    FROM feature_values f JOIN run_phrases rp USING (run_id, phrase_id)
     GROUP BY ALL
 )
 SELECT s.run_id, s.layer, s.feature, s.lang, s.s_max / l.n_phrases AS mean_act_max,

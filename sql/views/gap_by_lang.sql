@@ -11,14 +11,16 @@
 --               at_layer := NULL): see activation_scores; the view gap_by_lang uses the
 --   defaults.
 CREATE OR REPLACE MACRO gap_by_lang(mode := NULL, stat := 'max', k := 16, ref := 'en',
-                                    at_run := NULL, at_layer := NULL) AS TABLE
+                                    at_run := NULL, at_layer := NULL,
+                                    from_summaries := false) AS TABLE
 SELECT g.run_id, g.layer, g.lang, g.resource_group, g.mode, g.ref, g.score, g.n_phrases,
        g.en_score, 100 * (g.en_score - g.score) / nullif(g.en_score, 0) AS gap_vs_en_pct
 FROM (
     SELECT s.*, max(s.score) FILTER (WHERE s.lang = ref)
                     OVER (PARTITION BY s.run_id, s.layer) AS en_score
     FROM activation_scores(mode := mode, stat := stat, k := k, ref := ref, at_run := at_run,
-                           at_layer := at_layer) s
+                           at_layer := at_layer,
+                           from_summaries := from_summaries) s
 ) g
 WHERE g.en_score IS NOT NULL;
 

@@ -10,10 +10,11 @@
 --
 --   gap_by_layer(mode := NULL, stat := 'max', k := 16, ref := 'en', include_ref := false,
 --                at_run := NULL, at_layer := NULL): see activation_scores; the view
---   gap_by_layer uses the defaults.
+--   gap_by_layer uses the defaults. from_summaries: see activation_scores.
 CREATE OR REPLACE MACRO gap_by_layer(mode := NULL, stat := 'max', k := 16, ref := 'en',
                                      include_ref := false, at_run := NULL,
-                                     at_layer := NULL) AS TABLE
+                                     at_layer := NULL,
+                                     from_summaries := false) AS TABLE
 SELECT s.run_id, s.layer, any_value(s.mode) AS mode, ref AS ref,
        avg(s.score) FILTER (WHERE s.resource_group = 'high') AS high_score,
        avg(s.score) FILTER (WHERE s.resource_group = 'low') AS low_score,
@@ -25,7 +26,8 @@ SELECT s.run_id, s.layer, any_value(s.mode) AS mode, ref AS ref,
        coalesce(string_agg(s.lang, ',' ORDER BY s.lang)
                     FILTER (WHERE s.resource_group = 'low'), '') AS low_langs
 FROM activation_scores(mode := mode, stat := stat, k := k, ref := ref, at_run := at_run,
-                       at_layer := at_layer) s
+                       at_layer := at_layer,
+                       from_summaries := from_summaries) s
 WHERE include_ref OR s.lang <> ref
 GROUP BY s.run_id, s.layer;
 

@@ -163,6 +163,13 @@ def ingest(
         str | None,
         typer.Option(help="Stored intervention (`xling steer add`) active while ingesting."),
     ] = None,
+    encoding: Annotated[
+        str,
+        typer.Option(
+            help="Feature values: lossless (float32 as computed) or compact (log-quantised, "
+            "act_max within 0.14 %, act_mean within 1.13 %; phrases up to 300 tokens)."
+        ),
+    ] = "lossless",
     resume: Annotated[
         int | None,
         typer.Option(
@@ -229,6 +236,7 @@ def ingest(
                     chunk_rows=chunk_rows,
                     adapter=adapter,
                     steer=steer,
+                    encoding=encoding,
                 )
                 if engine == "ray":
                     from xling.ingest.ray_engine import RayOptions, run_ingest_ray

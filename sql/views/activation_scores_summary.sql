@@ -1,4 +1,4 @@
--- activation_scores and feature_lang_stats from the summaries (warehouse/summaries.py)
+-- activation_scores from the summaries (warehouse/summaries.py)
 -- instead of the raw rows: the same columns and numbers, for runs that keep summaries
 -- (summary_runs), k <= their k_max and no select_run other than the scored run (the caller
 -- checks with summaries.has_summaries and otherwise reads activation_scores).
@@ -62,21 +62,3 @@ SELECT s.run_id, s.layer::SMALLINT AS layer, s.lang, l.resource_group, s.mode, s
        s.n_units, s.n_phrases
 FROM (SELECT * FROM origin_scores UNION ALL SELECT * FROM topk_scores) s
 LEFT JOIN languages l USING (lang);
-
--- feature_lang_stats from summary_feature_lang: same columns as feature_lang_stats.
-CREATE OR REPLACE VIEW feature_lang_stats_summary AS
-WITH langs AS (
-    SELECT t.run_id, p.lang, count(*) AS n_phrases, sum(t.n_tokens) AS n_tokens
-    FROM phrase_tokens t JOIN phrases p USING (phrase_id)
-    GROUP BY ALL
-),
-sums AS (
-    SELECT run_id, layer, feature, lang, sum(s_max) AS s_max, sum(s_mean) AS s_mean,
-           sum(n_active_phrases) AS n_active_phrases, sum(n_active_tokens) AS n_active_tokens
-    FROM summary_feature_lang
-    GROUP BY ALL
-)
-SELECT s.run_id, s.layer, s.feature, s.lang, s.s_max / l.n_phrases AS mean_act_max,
-       s.s_mean / l.n_phrases AS mean_act_mean, s.n_active_phrases, l.n_phrases,
-       s.n_active_tokens, l.n_tokens, s.n_active_tokens / l.n_tokens AS fire_rate
-FROM sums s JOIN langs l USING (run_id, lang);
