@@ -17,10 +17,10 @@ them); each validates its arguments with one-line `XlingError`s and reads one vi
     analysis.correlate(wh, "arc", layer=0)
 
 Definitions: docs/analysis.md and the opening comments of sql/views/*.sql. The modules
-(`queries`, `correlate`, `export`, `plots`, `benchmarks`, `bpb`, `lmeval_run`) hold the rest.
+(`queries`, `correlation`, `export`, `plots`, `benchmarks`, `bpb`, `lmeval_run`) hold the rest.
 """
 
-from xling.analysis.correlate import correlate
+from xling.analysis.correlation import correlate
 from xling.analysis.queries import (
     compare,
     features,

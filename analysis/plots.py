@@ -441,7 +441,7 @@ def plot_correlation(
     language in its colour and marker, a least-squares line, r, ρ and n in the title."""
     import numpy as np
 
-    from xling.analysis.correlate import X_COLUMN, correlation_points, correlation_stats
+    from xling.analysis.correlation import X_COLUMN, correlation_points, correlation_stats
 
     out = _out(wh, out, look)
     order = catalogue(wh)

@@ -111,7 +111,7 @@ def test_parity_matches_direct_nll_on_the_tiny_model(parity_wh, tiny_model_dir):
 
 
 def test_capability_and_correlate_read_parity(parity_wh):
-    from xling.analysis.correlate import correlate
+    from xling.analysis.correlation import correlate
 
     wh, table = parity_wh
     df = capability(wh, 1).set_index("lang")

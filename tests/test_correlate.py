@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from xling.analysis.benchmarks import Score, scores_table, store_scores
-from xling.analysis.correlate import correlate, correlation_stats
+from xling.analysis.correlation import correlate, correlation_stats
 from xling.warehouse import XlingError
 
 # Hand-picked accuracies; ml and mr share a value so Spearman sees a tie.

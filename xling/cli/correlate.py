@@ -55,7 +55,7 @@ def correlate(
     per byte is not comparable across scripts (UTF-8 bytes per character differ), so its
     correlation with the gap is mostly a script effect.
     """
-    from xling.analysis.correlate import correlate as run_correlate
+    from xling.analysis.correlation import correlate as run_correlate
 
     with open_warehouse(db) as wh:
         df = run_correlate(

@@ -376,7 +376,7 @@ def _unit_counts(wh: Warehouse, sel: pd.DataFrame, run: int, kind: str) -> pd.Da
 
 
 def _benchmarks(w: _Writer, items: list[Item], base: int, prov, mode, stat, k) -> None:
-    from xling.analysis.correlate import correlate
+    from xling.analysis.correlation import correlate
 
     wh = w.wh
     model_id = wh.run(base)["model_id"]
