@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from xling.ingest.models import DTYPES, LoadedModel, ModelSpec, register_model
+from xling.ingest.models import DTYPES, LoadedModel, ModelSpec, register_model, spec_from
 from xling.ingest.saes import LoadedSae, SaeSource, load_recorded_saes, load_saes, register_saes
 from xling.ingest.sinks import WarehouseSink
 from xling.ingest.stages import (
@@ -176,16 +176,7 @@ class IngestConfig:
     def model_spec(self, steering: SteeringRecipe | None = None) -> ModelSpec:
         """The model this run reads: with its adapter, and `steering` (the recipe of
         `self.steer`, read from the warehouse by the caller)."""
-        return ModelSpec(
-            source=self.model,
-            revision=self.revision,
-            dtype=self.dtype,
-            device=self.device,
-            trust_remote_code=self.trust_remote_code,
-            allow_pickle=self.allow_pickle,
-            adapter=self.adapter,
-            steering=steering,
-        )
+        return spec_from(self, steering=steering)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
