@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from xling.analysis.benchmarks import Score, scores_table, store_scores
-from xling.ingest.models import ModelSpec
+from xling.ingest.models import ModelSpec, spec_from
 from xling.ingest.steering import load_recipe
 from xling.warehouse import catalog
 from xling.warehouse.errors import XlingError
@@ -228,16 +228,7 @@ def _model_spec(
 
     steering = load_recipe(wh, cfg.steer) if cfg.steer else None
     if cfg.model is not None or model is not None:
-        return ModelSpec(
-            source=cfg.model or model.name,
-            revision=cfg.revision,
-            dtype=cfg.dtype,
-            device=cfg.device,
-            trust_remote_code=cfg.trust_remote_code,
-            allow_pickle=cfg.allow_pickle,
-            adapter=cfg.adapter,
-            steering=steering,
-        )
+        return spec_from(cfg, source=cfg.model or model.name, steering=steering)
     record = wh.run(run)
     recorded = IngestConfig.from_dict(record.config).model_spec()
     return dataclasses.replace(

@@ -32,7 +32,7 @@ from xling.analysis.benchmarks import (
     scores_table,
     store_scores,
 )
-from xling.ingest.models import ModelSpec
+from xling.ingest.models import ModelSpec, spec_from
 from xling.ingest.steering import load_recipe
 from xling.warehouse import catalog
 from xling.warehouse.errors import XlingError, missing_extra
@@ -82,16 +82,7 @@ class BenchRunConfig:
 
     def model_spec(self, wh: Warehouse) -> ModelSpec:
         """The model to evaluate: every loading field, the adapter and the steering recipe."""
-        return ModelSpec(
-            source=self.model,
-            revision=self.revision,
-            dtype=self.dtype,
-            device=self.device,
-            trust_remote_code=self.trust_remote_code,
-            allow_pickle=self.allow_pickle,
-            adapter=self.adapter,
-            steering=load_recipe(wh, self.steer) if self.steer else None,
-        )
+        return spec_from(self, steering=load_recipe(wh, self.steer) if self.steer else None)
 
     def __post_init__(self) -> None:
         if not self.tasks:

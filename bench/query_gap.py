@@ -63,6 +63,36 @@ SELECT 100 * (avg(a) FILTER (WHERE resource_group = 'high')
 FROM scores JOIN languages USING (lang)
 """
 
+# HAND_GAP for every layer at once (origin-mode A(L, l), then the gap per layer): what
+# bench/run.py and bench/summary_queries.py time the full `query gap` against.
+HAND_GAP_ALL = """
+WITH origin AS (
+    SELECT group_id, origin_layer AS layer, origin_feature AS feature FROM phrases
+    WHERE lang = 'en' AND origin_layer IS NOT NULL
+), targets AS (
+    SELECT p.phrase_id, p.lang, o.layer, o.feature
+    FROM phrases p JOIN origin o USING (group_id)
+    JOIN phrase_tokens t ON t.phrase_id = p.phrase_id AND t.run_id = $run
+), hits AS (
+    SELECT t.layer, t.lang, t.feature, sum(f.act_max) AS s
+    FROM feature_acts f JOIN targets t
+      ON f.phrase_id = t.phrase_id AND f.layer = t.layer AND f.feature = t.feature
+    WHERE f.run_id = $run
+    GROUP BY ALL
+), per_feature AS (
+    SELECT t.layer, t.lang, t.feature, coalesce(any_value(h.s), 0) / count(*) AS m
+    FROM targets t LEFT JOIN hits h USING (layer, lang, feature)
+    GROUP BY ALL
+), scores AS (
+    SELECT layer, lang, avg(m) AS a FROM per_feature GROUP BY ALL
+)
+SELECT layer, 100 * (avg(a) FILTER (WHERE resource_group = 'high')
+              - avg(a) FILTER (WHERE resource_group = 'low'))
+       / avg(a) FILTER (WHERE resource_group = 'high') AS gap_pct
+FROM scores JOIN languages USING (lang)
+GROUP BY layer ORDER BY layer
+"""
+
 FLOOR = "SELECT count(*), sum(act_max) FROM feature_acts WHERE run_id = $run AND layer = $layer"
 
 

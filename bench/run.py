@@ -80,35 +80,6 @@ def scale_section(query_rows: float) -> str:
     )
 
 
-# The all-layer counterpart of query_gap.HAND_GAP: origin-mode A(L, l), then the gap per layer.
-HAND_GAP_ALL = """
-WITH origin AS (
-    SELECT group_id, origin_layer AS layer, origin_feature AS feature FROM phrases
-    WHERE lang = 'en' AND origin_layer IS NOT NULL
-), targets AS (
-    SELECT p.phrase_id, p.lang, o.layer, o.feature
-    FROM phrases p JOIN origin o USING (group_id)
-    JOIN phrase_tokens t ON t.phrase_id = p.phrase_id AND t.run_id = $run
-), hits AS (
-    SELECT t.layer, t.lang, t.feature, sum(f.act_max) AS s
-    FROM feature_acts f JOIN targets t
-      ON f.phrase_id = t.phrase_id AND f.layer = t.layer AND f.feature = t.feature
-    WHERE f.run_id = $run
-    GROUP BY ALL
-), per_feature AS (
-    SELECT t.layer, t.lang, t.feature, coalesce(any_value(h.s), 0) / count(*) AS m
-    FROM targets t LEFT JOIN hits h USING (layer, lang, feature)
-    GROUP BY ALL
-), scores AS (
-    SELECT layer, lang, avg(m) AS a FROM per_feature GROUP BY ALL
-)
-SELECT layer, 100 * (avg(a) FILTER (WHERE resource_group = 'high')
-                     - avg(a) FILTER (WHERE resource_group = 'low'))
-              / avg(a) FILTER (WHERE resource_group = 'high') AS gap_pct
-FROM scores JOIN languages USING (lang)
-GROUP BY layer ORDER BY layer
-"""
-
 # The plainest full per-layer aggregation: every row read once, grouped by layer and language.
 AGG_LAYER_LANG = """
 SELECT f.layer, p.lang, count(*) AS n, sum(f.act_max) AS s
@@ -367,9 +338,11 @@ def queries(rows: int, layers: int, tmp: Path, repeat: int) -> dict:
         with Warehouse(db, read_only=True) as wh:
             wh.con.execute("SET threads = 2")
             ours = q.gap(wh, run=1).sort_values("layer")["gap_pct"].to_numpy()
-            hand = wh.sql(HAND_GAP_ALL, {"run": 1})["gap_pct"].to_numpy()
+            hand = wh.sql(query_gap.HAND_GAP_ALL, {"run": 1})["gap_pct"].to_numpy()
             assert np.allclose(ours, hand, rtol=1e-9), (ours, hand)
-            out[f"{tag}_hand_all"] = query_gap.timed(lambda: wh.sql(HAND_GAP_ALL, {"run": 1}), 1)
+            out[f"{tag}_hand_all"] = query_gap.timed(
+                lambda: wh.sql(query_gap.HAND_GAP_ALL, {"run": 1}), 1
+            )
             out[f"{tag}_agg"] = query_gap.timed(lambda: wh.sql(AGG_LAYER_LANG, {"run": 1}), 1)
             out[f"{tag}_spans"] = layer_spans(wh.con)[1]
 

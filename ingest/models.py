@@ -3,6 +3,7 @@
     ModelSpec(source, revision=, dtype=, device=, ..., adapter=, steering=).load()
         -> LoadedModel with the adapter merged and the steering hooks attached: the one way
            every command loads a model
+    spec_from(config, **overrides) -> the ModelSpec of a command's config (its loading fields)
     load_model(source, dtype=..., device=...) -> LoadedModel (the base model only)
     register_model(con, lm) -> model_id in the `models` table (the catalog's row, reused)
     find_model(con, lm) -> that id, or None
@@ -197,6 +198,27 @@ class ModelSpec:
     def on(self, device: str) -> ModelSpec:
         """The same spec on another device."""
         return dataclasses.replace(self, device=device)
+
+
+def spec_from(config: Any, **overrides: Any) -> ModelSpec:
+    """The ModelSpec of a command's config: `config.model` as the source, its revision, dtype,
+    device, trust_remote_code, allow_pickle and (where the config has one) adapter.
+
+    Every config that loads a model (ingest, SAE training, bench run, bits per byte) names
+    these fields alike, so this is the one place that turns them into a spec; `overrides`
+    (e.g. steering=, source=) replace any of them.
+    """
+    values: dict[str, Any] = {
+        "source": config.model,
+        "revision": config.revision,
+        "dtype": config.dtype,
+        "device": config.device,
+        "trust_remote_code": config.trust_remote_code,
+        "allow_pickle": config.allow_pickle,
+        "adapter": getattr(config, "adapter", None),
+    }
+    values.update(overrides)
+    return ModelSpec(**values)
 
 
 def load_model(

@@ -4,7 +4,7 @@
 
 The driver (the process holding the warehouse) starts the run with the local engine's own
 `runner.start_run` (model on the CPU there) and cuts the phrases into the same batches
-(`stages.batches`). Ray Data carries the batches to `IngestActor`s: each opens the run's
+(`runner.run_batches`). Ray Data carries the batches to `IngestActor`s: each opens the run's
 `ProcessorSpec` once — the model through its spec, so with the run's adapter merged and its
 steering attached, and the run's recorded SAEs — turns a batch into rows with the shared
 `BatchProcessor` and writes them through a `ParquetSink` as one part named by the run and the
@@ -27,9 +27,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xling.ingest.runner import IngestConfig, IngestProgress, ProgressFn, fail_message, start_run
+from xling.ingest.runner import (
+    IngestConfig,
+    IngestProgress,
+    ProgressFn,
+    fail_message,
+    run_batches,
+    start_run,
+)
 from xling.ingest.sinks import ParquetSink
-from xling.ingest.stages import Batch, NonFinite, ProcessorSpec, batches
+from xling.ingest.stages import Batch, NonFinite, ProcessorSpec
 from xling.warehouse import catalog
 from xling.warehouse.errors import XlingError, missing_extra
 from xling.warehouse.parquet import ImportResult, import_parts
@@ -125,14 +132,7 @@ def run_ingest_ray(
             "input_ids": b.input_ids,
             "origins": json.dumps({str(k): v for k, v in b.origins.items()}),
         }
-        for b in batches(
-            wh,
-            plan,
-            started.lm.tokenizer,
-            config.rows,
-            batch_size=config.batch_size,
-            max_tokens=config.max_tokens,
-        )
+        for b in run_batches(wh, started)
     ]
     spec = started.processor
     started.lm.unsteer()

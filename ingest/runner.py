@@ -4,6 +4,7 @@
     run_ingest(wh, config, progress=fn) -> run_id
     resume_ingest(wh, run_id, progress=fn) -> run_id    finishes a killed or failed run
     start_run(wh, config) -> StartedRun                 validate, load, plan and register (any engine)
+    run_batches(wh, started) -> Iterator[Batch]         the run's batches, the same for every engine
 
 How a run goes (SPEC §4): `start_run` validates everything, loads the model through its spec
 (adapter merged, steering attached) and the SAEs, checks them against the model and plans the
@@ -21,15 +22,16 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from xling.ingest.models import DTYPES, LoadedModel, ModelSpec, register_model
+from xling.ingest.models import DTYPES, LoadedModel, ModelSpec, register_model, spec_from
 from xling.ingest.saes import LoadedSae, SaeSource, load_recorded_saes, load_saes, register_saes
 from xling.ingest.sinks import WarehouseSink
 from xling.ingest.stages import (
     FEATURE_MODES,
+    Batch,
     BatchProcessor,
     NonFinite,
     ProcessorSpec,
@@ -176,16 +178,7 @@ class IngestConfig:
     def model_spec(self, steering: SteeringRecipe | None = None) -> ModelSpec:
         """The model this run reads: with its adapter, and `steering` (the recipe of
         `self.steer`, read from the warehouse by the caller)."""
-        return ModelSpec(
-            source=self.model,
-            revision=self.revision,
-            dtype=self.dtype,
-            device=self.device,
-            trust_remote_code=self.trust_remote_code,
-            allow_pickle=self.allow_pickle,
-            adapter=self.adapter,
-            steering=steering,
-        )
+        return spec_from(self, steering=steering)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -380,6 +373,20 @@ def start_run(
     return StartedRun(run_id, config, plan, lm, saes, _processor_spec(config, spec, plan, saes))
 
 
+def run_batches(wh: Warehouse, started: StartedRun) -> Iterator[Batch]:
+    """The started run's remaining phrases, tokenized by its model into the config's batches:
+    what every engine (local or Ray) feeds its processors, so both cut the same batches."""
+    config = started.config
+    return batches(
+        wh,
+        started.plan,
+        started.lm.tokenizer,
+        config.rows,
+        batch_size=config.batch_size,
+        max_tokens=config.max_tokens,
+    )
+
+
 def run_record(
     config: IngestConfig,
     lm: LoadedModel,
@@ -482,14 +489,7 @@ def _execute(
         encoding=config.encoding,
     )
     try:
-        for batch in batches(
-            wh,
-            plan,
-            started.lm.tokenizer,
-            config.rows,
-            batch_size=config.batch_size,
-            max_tokens=config.max_tokens,
-        ):
+        for batch in run_batches(wh, started):
             sink.write(batch, process(batch))
             state.done += len(batch.phrase_ids)
             state.chunks, state.rows = sink.chunks, sink.rows

@@ -30,7 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xling.ingest.models import DTYPES, LoadedModel, ModelSpec, quiet_progress, xling_home
+from xling.ingest.models import (
+    DTYPES,
+    LoadedModel,
+    ModelSpec,
+    quiet_progress,
+    spec_from,
+    xling_home,
+)
 from xling.warehouse import catalog
 from xling.warehouse.errors import XlingError
 
@@ -102,14 +109,7 @@ class SaeTrainConfig:
     @property
     def model_spec(self) -> ModelSpec:
         """The base model the SAEs are trained on (no adapter, no steering)."""
-        return ModelSpec(
-            source=self.model,
-            revision=self.revision,
-            dtype=self.dtype,
-            device=self.device,
-            trust_remote_code=self.trust_remote_code,
-            allow_pickle=self.allow_pickle,
-        )
+        return spec_from(self)
 
 
 @dataclass
