@@ -520,6 +520,7 @@ CASES: list[Case] = [
     _ingest_case("layer-words", "--layers", "a-b", match="bad layer list"),
     _ingest_case("layer-negative", "--layers", "-1", match="bad layer list"),
     _ingest_case("layer-reversed", "--layers", "3-1", match="bad layer list"),
+    _ingest_case("layer-range-huge", "--layers", "0-300000000", match="layers go up to 255"),
     *[
         _ingest_case(f"langs-{i}", "--langs", code, match="unknown language code")
         for i, code in enumerate(["EN", "e n", SQL_INJECTION, "zz"])

@@ -183,8 +183,12 @@ def parse_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+MAX_LAYER = 255  # the metric views key a layer in 8 bits (activation_group_scores.sql)
+
+
 def parse_layers(value: str | None) -> list[int] | None:
-    """'0-3,7' -> [0, 1, 2, 3, 7]."""
+    """'0-3,7' -> [0, 1, 2, 3, 7]; a layer above MAX_LAYER is refused before any range is
+    expanded (`0-300000000` would otherwise build a list of 300 M numbers)."""
     if not value:
         return None
     from xling.warehouse.errors import XlingError
@@ -197,11 +201,13 @@ def parse_layers(value: str | None) -> list[int] | None:
                 lo, hi = (int(x) for x in part.split("-", 1))
                 if hi < lo:
                     raise ValueError
-                out.extend(range(lo, hi + 1))
             else:
-                out.append(int(part))
+                lo = hi = int(part)
         except ValueError:
             raise XlingError(f"bad layer list {value!r}; use e.g. 0-3,7") from None
+        if hi > MAX_LAYER:
+            raise XlingError(f"bad layer list {value!r}; layers go up to {MAX_LAYER}")
+        out.extend(range(lo, hi + 1))
     if any(layer < 0 for layer in out):
         raise XlingError(f"bad layer list {value!r}; layers are 0-based")
     return sorted(set(out))
