@@ -552,7 +552,7 @@ def similarity(
     """Residual similarity of each language to the reference (English by default) per layer,
     with its controls: run_id, layer, lang, sim, baseline, centred, retrieval (with `ci`: each
     one's _lo and _hi), n_groups, resource_group. Definitions: xling.analysis.similarity."""
-    from xling.analysis.similarity import similarity_table
+    from xling.analysis.similarity_controls import similarity_table
 
     run_id = _residual_run(wh, run, layer)
     if ref == "en":
@@ -592,7 +592,7 @@ def similarity_matrix(
     long (run_id, layer, lang_a, lang_b, sim, baseline, centred, retrieval, n_groups; the
     diagonal included, where retrieval asks whether a phrase is its own nearest neighbour), or
     `wide`: one row per (layer, lang_a), one column per lang_b holding `metric`."""
-    from xling.analysis.similarity import METRICS, similarity_table
+    from xling.analysis.similarity_controls import METRICS, similarity_table
 
     if metric not in METRICS:
         raise XlingError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")

@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from xling.analysis.similarity import pair_terms
+from xling.analysis.similarity_controls import pair_terms
 
 
 def main() -> None:

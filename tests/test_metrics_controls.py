@@ -13,7 +13,7 @@ from analysis_data import HIGH, LOW, paper_like, ref_gap, ref_scores
 from test_views import _by, _close, random_toy
 
 from xling.analysis import queries
-from xling.analysis.similarity import pair_terms
+from xling.analysis.similarity_controls import pair_terms
 from xling.analysis.stats import (
     bootstrap,
     fisher_z_interval,
