@@ -318,6 +318,7 @@ def test_relative_imports_resolve_like_python():
     assert resolve(mod, "defaults", 1) == "xling.analysis.defaults"
     assert resolve(mod, "warehouse", 2) == "xling.warehouse"
 
+
 def test_no_module_of_analysis_is_named_like_one_of_its_functions():
     """A submodule imported after the package (lazily, inside a function) replaces the
     package's attribute of the same name: `analysis.similarity` would become a module."""
