@@ -151,3 +151,13 @@ def test_formatter_names_loggers_and_keeps_exceptions_short():
     verbose = LineFormatter(names=True, tracebacks=True).format(record)
     assert verbose.startswith("error xling.ingest: failed x\nTraceback")
     assert verbose.rstrip().endswith("value")
+
+
+def test_warnings_are_captured_again_after_showwarning_was_replaced(installed, capsys):
+    """A CLI call earlier in the process set up capture; a warnings context since then put its
+    own showwarning back. The next setup must capture again."""
+    setup_logging()
+    warnings.showwarning = warnings._showwarning_orig
+    setup_logging()
+    warnings.warn("again", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err.startswith("warning: again (UserWarning, ")

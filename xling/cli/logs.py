@@ -131,6 +131,10 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> logging.Handler:
     # Levels decide which records are made at all; the handler's filter decides which print.
     root.setLevel(min(other_level, logging.WARNING))
     logging.getLogger("xling").setLevel(xling_level if verbose else logging.NOTSET)
+    # Off, then on: a second call must capture into logging again even when something (a
+    # warnings.catch_warnings block, a test runner) has replaced warnings.showwarning since
+    # the first, which captureWarnings(True) alone leaves as it finds it.
+    logging.captureWarnings(False)
     logging.captureWarnings(True)
     if verbose or quiet:
         _transformers_level(other_level)
