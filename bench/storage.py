@@ -168,7 +168,7 @@ def warehouse_rows(db: str) -> pa.Table:
         "SELECT f.run_id, f.phrase_id, f.layer, f.feature, f.act_mean, f.act_max, f.n_active, "
         "t.n_tokens::SMALLINT AS n_tokens FROM feature_acts f "
         "JOIN phrase_tokens t USING (run_id, phrase_id)"
-    ).fetch_arrow_table()
+    ).to_arrow_table()
     con.close()
     return rows
 
