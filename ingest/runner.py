@@ -259,12 +259,14 @@ def run_ingest(
 ) -> int:
     """Run one ingest and return its run id. `model` reuses an already loaded base model
     (the config's adapter is merged into it; its steering is removed again afterwards)."""
-    started = start_run(wh, config, model=model)
-    try:
-        _execute(wh, started, progress, first_chunk=0)
-    finally:
-        if model is not None:
-            started.lm.unsteer()
+    # The file is open only while the run reads or commits (queries get in between).
+    with wh.between_commits():
+        started = start_run(wh, config, model=model)
+        try:
+            _execute(wh, started, progress, first_chunk=0)
+        finally:
+            if model is not None:
+                started.lm.unsteer()
     return started.run_id
 
 
@@ -288,33 +290,36 @@ def resume_ingest(
     recorded = run.config
     overrides = {k: v for k, v in (("device", device), ("batch_size", batch_size)) if v is not None}
     config = dataclasses.replace(IngestConfig.from_dict(recorded), **overrides)
-    recipe = _recipe(wh, config)
-    spec = config.model_spec(recipe)
-    lm = spec.apply(model) if model is not None else spec.load()
-    try:
-        if lm.name != run.model and lm.name != recorded.get("model_name"):
-            raise XlingError(
-                f"run {run_id} used model {run.model}, not {lm.name}; resume with that model"
+    with wh.between_commits():
+        with wh.session():
+            recipe = _recipe(wh, config)
+        spec = config.model_spec(recipe)
+        lm = spec.apply(model) if model is not None else spec.load()  # the file is free meanwhile
+        try:
+            if lm.name != run.model and lm.name != recorded.get("model_name"):
+                raise XlingError(
+                    f"run {run_id} used model {run.model}, not {lm.name}; resume with that model"
+                )
+            saes = load_recorded_saes(recorded["saes"], str(lm.device))
+            with wh.session() as con:
+                done = {
+                    int(r[0])
+                    for r in con.execute(
+                        "SELECT phrase_id FROM phrase_tokens WHERE run_id = ?", [run_id]
+                    ).fetchall()
+                }
+                plan = plan_run(wh, config.selection, config.rows, lm, saes, done=done)
+            with wh.transaction() as con:
+                first_chunk = catalog.next_chunk(con, run_id)
+                catalog.restart_run(con, run_id)
+            log.info("resuming run %d: %d of %d phrases left", run_id, len(plan.todo), plan.total)
+            started = StartedRun(
+                run_id, config, plan, lm, saes, _processor_spec(config, spec, plan, saes)
             )
-        saes = load_recorded_saes(recorded["saes"], str(lm.device))
-        done = {
-            int(r[0])
-            for r in wh.con.execute(
-                "SELECT phrase_id FROM phrase_tokens WHERE run_id = ?", [run_id]
-            ).fetchall()
-        }
-        plan = plan_run(wh, config.selection, config.rows, lm, saes, done=done)
-        with wh.transaction() as con:
-            first_chunk = catalog.next_chunk(con, run_id)
-            catalog.restart_run(con, run_id)
-        log.info("resuming run %d: %d of %d phrases left", run_id, len(plan.todo), plan.total)
-        started = StartedRun(
-            run_id, config, plan, lm, saes, _processor_spec(config, spec, plan, saes)
-        )
-        _execute(wh, started, progress, first_chunk=first_chunk)
-    finally:
-        if model is not None:
-            lm.unsteer()
+            _execute(wh, started, progress, first_chunk=first_chunk)
+        finally:
+            if model is not None:
+                lm.unsteer()
     return run_id
 
 
@@ -329,46 +334,60 @@ def start_run(
     """Everything before the first row: the steering recipe read, the model loaded through its
     spec (on `device` when given, e.g. the CPU of a Ray driver), the SAEs loaded and checked,
     the run planned, then the model, SAEs and run registered in one transaction."""
-    recipe = _recipe(wh, config)
+    with wh.session():
+        recipe = _recipe(wh, config)
     spec = config.model_spec(recipe)
+    # Between commits (run_ingest) the file is free while the model loads.
     lm = spec.apply(model) if model is not None else (spec.on(device) if device else spec).load()
     try:
-        check_layer_range(config.layers, lm)
-        # A fine-tune is read with its base model's SAEs: look them up without the adapter.
-        base_id = catalog.find_model(wh.con, lm.name, lm.revision, None)
-        saes = load_saes(
-            config.sae_source, config.layers, device=str(lm.device), con=wh.con, model_id=base_id
-        )
-        plan = plan_run(wh, config.selection, config.rows, lm, saes, done=set())
-        with wh.transaction() as con:
-            model_id = register_model(con, lm)
-            # SAEs belong to the base model: a fine-tune's run reuses the base model's rows.
-            base_facts = dataclasses.replace(lm.facts(), adapter=None)
-            register_saes(con, catalog.register_model(con, base_facts), saes)
-            stored = run_record(config, lm, plan, saes, recipe, model_id)
-            if engine != "local":
-                stored["engine"] = engine
-            run_id = catalog.create_run(
-                con,
-                model_id,
-                catalog.NewRun(
-                    config=stored,
-                    layers={
-                        layer: saes[layer].sae_id if layer in saes else None
-                        for layer in plan.layers
-                    },
-                    adapter=lm.adapter,
-                    steer=config.steer,
-                    residuals=config.residuals,
-                    neurons=config.neurons,
-                    engine=engine,
-                    n_selected=plan.total,
-                ),
-            )
+        with wh.session():
+            return _register(wh, config, lm, spec, recipe, engine)
     except BaseException:
         if model is not None:
             lm.unsteer()
         raise
+
+
+def _register(
+    wh: Warehouse,
+    config: IngestConfig,
+    lm: LoadedModel,
+    spec: ModelSpec,
+    recipe: SteeringRecipe | None,
+    engine: str,
+) -> StartedRun:
+    """start_run's checks, SAE loading, plan and catalog rows, with the file open."""
+    check_layer_range(config.layers, lm)
+    # A fine-tune is read with its base model's SAEs: look them up without the adapter.
+    base_id = catalog.find_model(wh.con, lm.name, lm.revision, None)
+    saes = load_saes(
+        config.sae_source, config.layers, device=str(lm.device), con=wh.con, model_id=base_id
+    )
+    plan = plan_run(wh, config.selection, config.rows, lm, saes, done=set())
+    with wh.transaction() as con:
+        model_id = register_model(con, lm)
+        # SAEs belong to the base model: a fine-tune's run reuses the base model's rows.
+        base_facts = dataclasses.replace(lm.facts(), adapter=None)
+        register_saes(con, catalog.register_model(con, base_facts), saes)
+        stored = run_record(config, lm, plan, saes, recipe, model_id)
+        if engine != "local":
+            stored["engine"] = engine
+        run_id = catalog.create_run(
+            con,
+            model_id,
+            catalog.NewRun(
+                config=stored,
+                layers={
+                    layer: saes[layer].sae_id if layer in saes else None for layer in plan.layers
+                },
+                adapter=lm.adapter,
+                steer=config.steer,
+                residuals=config.residuals,
+                neurons=config.neurons,
+                engine=engine,
+                n_selected=plan.total,
+            ),
+        )
     log.info("run %d: %d phrases, layers %s", run_id, plan.total, plan.layers)
     return StartedRun(run_id, config, plan, lm, saes, _processor_spec(config, spec, plan, saes))
 
@@ -499,11 +518,13 @@ def _execute(
         state.chunks, state.rows = sink.chunks, sink.rows
         sink.finish(neurons=config.neurons)
     except NonFinite as err:
-        message = fail_message(wh, run_id, err)
-        catalog.fail_run(wh.con, run_id, message)
+        with wh.session() as con:
+            message = fail_message(wh, run_id, err)
+            catalog.fail_run(con, run_id, message)
         raise XlingError(message) from None
     except BaseException as err:
-        catalog.fail_run(wh.con, run_id, f"interrupted: {type(err).__name__}: {err}".strip())
+        with wh.session() as con:
+            catalog.fail_run(con, run_id, f"interrupted: {type(err).__name__}: {err}".strip())
         raise
     if progress is not None:
         progress(state)

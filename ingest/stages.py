@@ -223,21 +223,27 @@ def batches(
     window = batch_size * WINDOW_BATCHES
     for start in range(0, len(plan.todo), window):
         ids = plan.todo[start : start + window]
-        rows = wh.con.execute(
-            "SELECT phrase_id, lang, text FROM phrases WHERE phrase_id IN "
-            "(SELECT unnest(?::BIGINT[])) ORDER BY phrase_id",
-            [ids.tolist()],
-        ).fetchall()
-        origins: dict[int, list[tuple[int, int]]] = {}
-        if spec.features == "origin":
-            for pid, layer, feature in wh.con.execute(
-                "SELECT DISTINCT q.phrase_id, o.origin_layer, o.origin_feature FROM phrases q "
-                "JOIN phrases o USING (group_id) WHERE q.phrase_id IN "
-                "(SELECT unnest(?::BIGINT[])) AND o.origin_layer IS NOT NULL "
-                "AND o.origin_feature IS NOT NULL",
+        # A short session per window: an ingest between commits holds the file only here.
+        with wh.session() as con:
+            rows = con.execute(
+                "SELECT phrase_id, lang, text FROM phrases WHERE phrase_id IN "
+                "(SELECT unnest(?::BIGINT[])) ORDER BY phrase_id",
                 [ids.tolist()],
-            ).fetchall():
-                origins.setdefault(int(pid), []).append((int(layer), int(feature)))
+            ).fetchall()
+            origin_rows = (
+                con.execute(
+                    "SELECT DISTINCT q.phrase_id, o.origin_layer, o.origin_feature "
+                    "FROM phrases q JOIN phrases o USING (group_id) WHERE q.phrase_id IN "
+                    "(SELECT unnest(?::BIGINT[])) AND o.origin_layer IS NOT NULL "
+                    "AND o.origin_feature IS NOT NULL",
+                    [ids.tolist()],
+                ).fetchall()
+                if spec.features == "origin"
+                else []
+            )
+        origins: dict[int, list[tuple[int, int]]] = {}
+        for pid, layer, feature in origin_rows:
+            origins.setdefault(int(pid), []).append((int(layer), int(feature)))
         enc = tok(
             [r[2] for r in rows],
             add_special_tokens=True,

@@ -441,11 +441,13 @@ def test_bench_import_killed_has_all_or_none(ctx, tmp_path):
 # -- a second process while an ingest runs --------------------------------------------------
 
 # Two writers and two readers, started together (each is a fresh Python process).
-SECOND = {
+WRITERS = {
     "writer corpus load": ["corpus", "load", "{tmp}/more.csv"],
     "writer ingest --resume": ["ingest", "--resume", "1"],
-    "reader sql": ["sql", "SELECT count(*) FROM phrases"],
-    "reader query gap": ["query", "gap"],
+}
+READERS = {
+    "reader sql": ["--wait", "60", "sql", "SELECT count(*) AS n FROM phrases"],
+    "reader query gap": ["--wait", "60", "query", "gap", "--run", "1", "-f", "csv"],
 }
 
 
@@ -468,46 +470,62 @@ def _holder_args(db: Path, model_dir: Path, sae_dirs: dict) -> list:
     ]  # fmt: skip
 
 
+def _committed_chunks(db: Path) -> int | None:
+    """Chunks committed so far, read as a reader would; None while the file is held."""
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.IOException:
+        return None
+    try:
+        return con.execute("SELECT count(*) FROM run_chunks").fetchone()[0]
+    finally:
+        con.close()
+
+
 def check_second_processes(db: Path, tmp_path: Path, pid: int, alive, command: str) -> None:
-    """While the ingest `pid` is writing `db`: the Python API and `xling` writers and
-    readers (fresh processes) are refused at once with one line naming the holder; the run
-    then holds whole chunks only once the holder is killed."""
+    """While the ingest `pid` is writing `db`: writers (the Python API and `xling`, fresh
+    processes) are refused at once with one line naming the holder, readers get in between
+    its commits; the run then holds whole chunks only once the holder is killed."""
     from xling.warehouse.errors import WarehouseLocked
 
-    # The run is under way once its log has taken the run record and a chunk or two.
-    wal, sizes = Path(f"{db}.wal"), set()
     deadline = time.monotonic() + 120
-    while len(sizes) < 3:
+    while not _committed_chunks(db):
         assert alive(), "the ingest ended before it was checked"
-        assert time.monotonic() < deadline, "the ingest never started writing"
-        if wal.exists():
-            sizes.add(wal.stat().st_size)
+        assert time.monotonic() < deadline, "the ingest never committed a chunk"
         time.sleep(0.02)
 
-    for read_only in (False, True):
-        start = time.monotonic()
-        with pytest.raises(WarehouseLocked) as err:
-            Warehouse(db, read_only=read_only)
-        assert time.monotonic() - start < 1.0
-        assert f"PID {pid} (" in str(err.value) and command in str(err.value)
+    start = time.monotonic()
+    with pytest.raises(WarehouseLocked) as err:
+        Warehouse(db)
+    assert time.monotonic() - start < 1.0
+    assert f"is being written by PID {pid} (" in str(err.value) and command in str(err.value)
+    with Warehouse(db, read_only=True) as wh:  # waits for a commit window (XLING_WAIT)
+        assert wh.scalar("SELECT count(*) FROM phrases") == 400
 
     started = time.monotonic()
     procs = {
         name: _xling(*[a.format(tmp=tmp_path) for a in args], "--db", db)
-        for name, args in SECOND.items()
+        for name, args in {**WRITERS, **READERS}.items()
     }
+    outputs = {}
     for name, proc in procs.items():
         out, errors = proc.communicate(timeout=120)
-        lines = errors.splitlines()
-        assert proc.returncode == 1, (name, out, errors)
-        assert len(lines) == 1, (name, errors)
-        assert lines[0].startswith(f"Error: warehouse {db} is locked by PID {pid} ("), lines[0]
-        assert command in lines[0], lines[0]
+        outputs[name] = out
+        if name in WRITERS:
+            lines = errors.splitlines()
+            assert proc.returncode == 1, (name, out, errors)
+            assert len(lines) == 1, (name, errors)
+            assert lines[0].startswith(f"Error: warehouse {db} is being written by PID {pid} (")
+            assert command in lines[0], lines[0]
+        else:
+            assert proc.returncode == 0, (name, out, errors)
+    assert "400" in outputs["reader sql"], outputs["reader sql"]
+    assert "gap_pct" in outputs["reader query gap"], outputs["reader query gap"]
     print(
-        f"{len(procs)} concurrent second processes refused in "
+        f"{len(WRITERS)} writers refused and {len(READERS)} readers answered in "
         f"{time.monotonic() - started:.1f} s (process start-up included)"
     )
-    assert alive(), "the ingest ended before every second process was refused"
+    assert alive(), "the ingest ended before every second process was checked"
 
 
 def _after_holder_killed(db: Path) -> None:
@@ -522,7 +540,7 @@ def test_second_process_during_ingest_is_told_who_holds_it(
 ):
     """The holder is an `xling ingest` forked from the forkserver (its /proc command line is
     the forkserver's); the soak test below runs it as `python -m xling ingest`."""
-    monkeypatch.setenv("XLING_WAIT", "0")  # readers: no wait for a commit window
+    monkeypatch.setenv("XLING_WAIT", "60")  # readers wait for a commit window
     db = _corpus_db(tmp_path / "w.duckdb", 40)
     (tmp_path / "more.csv").write_text("group_id,lang,text\nnew,en,hello\n")
     holder = ctx.Process(target=_cli_child, args=(_holder_args(db, tiny_model_dir, tiny_sae_dirs),))
@@ -537,7 +555,7 @@ def test_second_process_during_ingest_is_told_who_holds_it(
 
 @pytest.mark.soak
 def test_second_process_during_a_cli_ingest(tmp_path, tiny_model_dir, tiny_sae_dirs, monkeypatch):
-    monkeypatch.setenv("XLING_WAIT", "0")  # readers: no wait for a commit window
+    monkeypatch.setenv("XLING_WAIT", "60")  # readers wait for a commit window
     db = _corpus_db(tmp_path / "w.duckdb", 40)
     (tmp_path / "more.csv").write_text("group_id,lang,text\nnew,en,hello\n")
     holder = _xling(*_holder_args(db, tiny_model_dir, tiny_sae_dirs))

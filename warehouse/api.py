@@ -19,7 +19,12 @@ import pyarrow as pa
 
 from xling.warehouse import catalog
 from xling.warehouse.catalog import RunRecord
-from xling.warehouse.connection import connect, default_db_path
+from xling.warehouse.connection import connect, default_db_path, hold_writer
+from xling.warehouse.errors import XlingError
+
+# Seconds a writer that released the file waits to open it again for its next commit (a
+# reader may hold it for a while: a long `xling sql`).
+COMMIT_WAIT = 600.0
 
 
 class Warehouse:
@@ -30,15 +35,79 @@ class Warehouse:
     """
 
     def __init__(
-        self, path: str | os.PathLike | None = None, *, read_only: bool = False, create: bool = True
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        read_only: bool = False,
+        create: bool = True,
+        wait: float | None = None,
     ) -> None:
+        """`wait`: seconds to retry while another process holds the file (default: the
+        read wait for readers, none for writers; see connection.connect)."""
         self.path = Path(path) if path is not None else default_db_path()
         self.read_only = read_only
-        self.con: duckdb.DuckDBPyConnection = connect(self.path, read_only=read_only, create=create)
+        self._con: duckdb.DuckDBPyConnection | None = connect(
+            self.path, read_only=read_only, create=create, wait=wait
+        )
+        self._released = False  # inside between_commits(): the file is open only in sessions
 
     # -- plumbing ---------------------------------------------------------------------
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The open connection (inside `between_commits()`, only within a `session()`)."""
+        if self._con is None:
+            raise XlingError(
+                f"warehouse {self.path} is closed"
+                + (
+                    " between commits; open it with session() or transaction()"
+                    if self._released
+                    else ""
+                )
+            )
+        return self._con
+
     def close(self) -> None:
-        self.con.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    @contextlib.contextmanager
+    def between_commits(self) -> Iterator[None]:
+        """For a long write (an ingest): hold the writer lock throughout and keep the file
+        closed except inside `session()` / `transaction()`, so that other processes' queries
+        get in between its commits while other writers are refused naming this process.
+
+        The connection is open again afterwards. Nested use and read-only warehouses leave
+        the file as it is.
+        """
+        if self.read_only or self._released:
+            yield
+            return
+        with hold_writer(self.path):
+            self.close()
+            self._released = True
+            try:
+                yield
+            finally:
+                self._released = False
+                if self._con is None:
+                    self._con = connect(self.path, wait=COMMIT_WAIT)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The connection for a few statements: between commits the file is opened for
+        them (waiting up to COMMIT_WAIT s for readers to let go) and closed after."""
+        if self._con is not None:
+            yield self._con
+            return
+        if not self._released:
+            raise XlingError(f"warehouse {self.path} is closed")
+        self._con = connect(self.path, wait=COMMIT_WAIT)
+        try:
+            yield self._con
+        finally:
+            con, self._con = self._con, None
+            con.close()
 
     def __enter__(self) -> Warehouse:
         return self
@@ -48,29 +117,33 @@ class Warehouse:
 
     def sql(self, query: str, params: Sequence[Any] | dict | None = None) -> pd.DataFrame:
         """Run one query with bound parameters; returns a DataFrame."""
-        return self.con.execute(query, params).df()
+        with self.session() as con:
+            return con.execute(query, params).df()
 
     def arrow(self, query: str, params: Sequence[Any] | dict | None = None) -> pa.Table:
-        # A relation refuses to run while an execute() result is unfinished (a fetchone()
-        # leaves one); finish it first.
-        self.con.complete()
-        return self.con.sql(query, params=params).to_arrow_table()
+        with self.session() as con:
+            # A relation refuses to run while an execute() result is unfinished (a
+            # fetchone() leaves one); finish it first.
+            con.complete()
+            return con.sql(query, params=params).to_arrow_table()
 
     def scalar(self, query: str, params: Sequence[Any] | dict | None = None) -> Any:
         # fetchall closes the result; an open one blocks the next `register` on this connection
-        rows = self.con.execute(query, params).fetchall()
+        with self.session() as con:
+            rows = con.execute(query, params).fetchall()
         return rows[0][0] if rows else None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """All-or-nothing: commit on success, roll back on any exception."""
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            yield self.con
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+        with self.session() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
 
     def engine(self):
         """A SQLAlchemy engine (dialect `duckdb`) over this warehouse, for users' tools.
@@ -97,12 +170,14 @@ class Warehouse:
 
     def run(self, run_id: int) -> RunRecord:
         """The run's typed record (`record["status"]` reads a field too)."""
-        return catalog.get_run(self.con, run_id)
+        with self.session() as con:
+            return catalog.get_run(con, run_id)
 
     def resolve_run(self, run_id: int | None, needs: str | None = None) -> int:
         """`run_id` checked to exist, or the newest finished run without adapter or steering;
         `needs` (features | residuals | neurons) also checks the run holds it."""
-        return catalog.resolve_run(self.con, run_id, needs)
+        with self.session() as con:
+            return catalog.resolve_run(con, run_id, needs)
 
     def delete_run(self, run_id: int) -> None:
         self.run(run_id)

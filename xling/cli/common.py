@@ -42,10 +42,12 @@ FormatOpt = Annotated[
 ]
 
 
-def open_warehouse(db: Path | None, *, read_only: bool = True) -> Warehouse:
+def open_warehouse(
+    db: Path | None, *, read_only: bool = True, wait: float | None = None
+) -> Warehouse:
     from xling.warehouse import Warehouse
 
-    return Warehouse(db, read_only=read_only)
+    return Warehouse(db, read_only=read_only, wait=wait)
 
 
 def console(stderr: bool = False):
