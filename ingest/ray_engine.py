@@ -114,7 +114,7 @@ def run_ingest_ray(
         raise XlingError("--neurons is not available with --engine ray; use the local engine")
     if config.encoding != "lossless":
         raise XlingError(
-            "--encoding compact is not available with --engine ray; use the local engine"
+            f"--encoding {config.encoding} is not available with --engine ray; use the local engine"
         )
     try:
         import ray

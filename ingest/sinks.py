@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from xling.ingest.stages import Batch, BatchRows
 from xling.warehouse import catalog
-from xling.warehouse.encoding import encode_rows, table_for
+from xling.warehouse.encoding import encode_tables, tables_for
 from xling.warehouse.parquet import part_name, write_part
 from xling.warehouse.summaries import finish_summaries, update_summaries
 from xling.warehouse.writer import append_arrow
@@ -52,7 +52,7 @@ class WarehouseSink:
     ) -> None:
         self.wh, self.run_id, self.langs, self.chunk_rows = wh, run_id, langs, chunk_rows
         self.encoding = encoding
-        self.feature_table = table_for(encoding)  # feature_acts or feature_acts_compact
+        tables_for(encoding)  # refuses an unknown encoding before any row is computed
         self._backfill: bool | None = None  # summaries must cover earlier sessions' phrases
         self.chunks = first_chunk  # chunks committed so far, earlier sessions included
         self.rows = 0  # feature rows committed by this sink
@@ -97,24 +97,27 @@ class WarehouseSink:
             "feature_acts": self.features,
             "residuals": self.residuals,
         }
+        merged = {name: pa.concat_tables(parts) for name, parts in tables.items() if parts}
         prepared = {}
-        for name, parts in tables.items():
-            if parts:
-                t = pa.concat_tables(parts)
-                if name != "phrase_tokens":
-                    # Layer-ordered chunks let DuckDB's zone maps skip other layers' rows.
-                    t = t.sort_by([("layer", "ascending"), ("phrase_id", "ascending")])
-                if name == "feature_acts":
-                    t = encode_rows(t, self.encoding)
-                prepared[name] = t.append_column("run_id", pa.repeat(run, t.num_rows))
+        for name, t in merged.items():
+            if name != "phrase_tokens":
+                # Layer-ordered chunks let DuckDB's zone maps skip other layers' rows.
+                t = t.sort_by([("layer", "ascending"), ("phrase_id", "ascending")])
+            encoded = (
+                encode_tables(t, self.encoding, merged["phrase_tokens"])
+                if name == "feature_acts"
+                else {name: t}
+            )
+            for table, rows in encoded.items():
+                prepared[table] = rows.append_column("run_id", pa.repeat(run, rows.num_rows))
         if self.neurons:
             prepared["neuron_stats"] = self._neuron_table(run)
         n_phrases = prepared["phrase_tokens"].num_rows
-        n_features = prepared["feature_acts"].num_rows if "feature_acts" in prepared else 0
+        n_features = merged["feature_acts"].num_rows if "feature_acts" in merged else 0
         phrase_ids = prepared["phrase_tokens"].column("phrase_id").to_numpy()
         with self.wh.transaction() as con:
             for name, table in prepared.items():
-                append_arrow(con, self.feature_table if name == "feature_acts" else name, table)
+                append_arrow(con, name, table)
             # The chunk's summaries commit (or roll back) with its rows, so a resumed run
             # adds exactly the phrases that are missing.
             update_summaries(con, self.run_id, self._summary_ids(con, phrase_ids))

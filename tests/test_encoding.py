@@ -1,4 +1,5 @@
-"""The compact encoding's stated error bounds, and feature_values decoding as numpy does."""
+"""The encodings: compact within its stated error bounds, lean bit for bit, and feature_values
+decoding each as numpy does."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_compact_refuses_what_it_cannot_hold():
     with pytest.raises(ValueError, match="> 0"):
         encoding.encode_compact(np.array([0.0]), np.array([0.0]))
     with pytest.raises(ValueError, match="unknown encoding"):
-        encoding.table_for("zip")
+        encoding.tables_for("zip")
     with pytest.raises(ValueError, match="max_tokens is 512"):
         encoding.check_encoding("compact", max_tokens=512)
     encoding.check_encoding("lossless", max_tokens=4096)
@@ -82,3 +83,64 @@ def test_feature_values_decodes_both_tables(wh):
     want_max, want_mean = encoding.decode_compact(*encoding.encode_compact(act_max, act_mean))
     np.testing.assert_allclose(got["act_max"][~lossless], want_max, rtol=2**-23)
     np.testing.assert_allclose(got["act_mean"][~lossless], want_mean, rtol=2**-23)
+
+
+def test_lean_rows_read_back_bit_for_bit(wh):
+    """Rows shaped like pooled ingest rows (float32 means of 1-9 tokens, some features firing
+    on one token): the lean encoding moves exactly the rows whose act_mean is the float32
+    quotient act_max / n_tokens, and feature_values returns every row as computed."""
+    rng = np.random.default_rng(5)
+    n_phrases, per = 400, 12
+    n_tokens = rng.integers(1, 10, n_phrases).astype(np.int32)
+    pid = np.repeat(np.arange(n_phrases), per)
+    n_active = np.minimum(rng.integers(1, 4, pid.size), n_tokens[pid]).astype(np.int16)
+    act_max = rng.lognormal(0, 2, pid.size).astype(np.float32)
+    # the ingest's statistics: mean over all pooled tokens of n_active nonzero values
+    extra = (rng.random(pid.size) * act_max * (n_active - 1)).astype(np.float32)
+    act_mean = ((act_max + extra) / n_tokens[pid].astype(np.float32)).astype(np.float32)
+    off = rng.random(pid.size) < 0.05  # computed some other way: one ulp away
+    act_mean[off] = np.nextafter(act_mean[off], np.float32(np.inf))
+    rows = pa.table(
+        {
+            "phrase_id": pa.array(pid, pa.int64()),
+            "layer": pa.array(np.zeros(pid.size), pa.int16()),
+            "feature": pa.array(np.tile(np.arange(per), n_phrases), pa.int32()),
+            "act_mean": pa.array(act_mean),
+            "act_max": pa.array(act_max),
+            "n_active": pa.array(n_active),
+        }
+    )
+    tokens = pa.table({"phrase_id": pa.array(np.arange(n_phrases), pa.int64()),
+                       "n_tokens": pa.array(n_tokens)})  # fmt: skip
+    tables = encoding.encode_tables(rows, "lean", tokens)
+    assert set(tables) == set(encoding.tables_for("lean"))
+    want_single = (n_active == 1) & ~off
+    assert tables["feature_acts_single"].num_rows == want_single.sum() > 0
+    assert tables["feature_acts"].num_rows == (~want_single).sum() > 0
+    con = wh.con
+    for table, t in {**tables, "phrase_tokens": tokens}.items():
+        con.register(
+            "_rows", t.append_column("run_id", pa.array(np.full(t.num_rows, 4), pa.int32()))
+        )
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
+        con.unregister("_rows")
+    got = con.execute(
+        "SELECT phrase_id, feature, act_max, act_mean, n_active FROM feature_values "
+        "WHERE run_id = 4 ORDER BY phrase_id, feature"
+    ).fetchnumpy()
+    np.testing.assert_array_equal(got["phrase_id"], pid)
+    assert got["act_max"].dtype == got["act_mean"].dtype == np.float32
+    np.testing.assert_array_equal(got["act_max"].view(np.uint32), act_max.view(np.uint32))
+    np.testing.assert_array_equal(got["act_mean"].view(np.uint32), act_mean.view(np.uint32))
+    np.testing.assert_array_equal(got["n_active"], n_active)
+
+
+def test_lean_refuses_rows_without_token_counts():
+    rows = pa.table({"phrase_id": pa.array([1, 2], pa.int64()), "act_max": [1.0, 2.0],
+                     "act_mean": [1.0, 1.0], "n_active": [1, 1]})  # fmt: skip
+    with pytest.raises(ValueError, match="token count"):
+        encoding.encode_tables(rows, "lean", pa.table({"phrase_id": [1], "n_tokens": [1]}))
+    with pytest.raises(ValueError, match="token counts"):
+        encoding.encode_tables(rows, "lean")
+    with pytest.raises(ValueError, match="encode_tables"):
+        encoding.encode_rows(rows, "lean")

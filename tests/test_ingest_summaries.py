@@ -166,6 +166,26 @@ def test_compact_run_decodes_to_lossless_within_bounds(tmp_path, lm, tiny_model_
     assert has_summaries(wh.con, 1)
 
 
+def test_lean_run_reads_back_as_the_lossless_run(tmp_path, lm, tiny_model_dir, tiny_sae_dirs):
+    wh = _fresh(tmp_path / "w.duckdb")
+    run_ingest(wh, _config(tiny_model_dir, tiny_sae_dirs), model=lm)
+    run_ingest(wh, _config(tiny_model_dir, tiny_sae_dirs, encoding="lean"), model=lm)
+    single = wh.scalar("SELECT count(*) FROM feature_acts_single WHERE run_id = 2")
+    whole = wh.scalar("SELECT count(*) FROM feature_acts WHERE run_id = 2")
+    assert single > 0 and whole > 0
+    assert single + whole == wh.scalar("SELECT count(*) FROM feature_acts WHERE run_id = 1")
+    cols = "phrase_id, layer, feature, act_max, act_mean, n_active"
+    one = wh.arrow(f"SELECT {cols} FROM feature_values WHERE run_id = 1 ORDER BY ALL")
+    two = wh.arrow(f"SELECT {cols} FROM feature_values WHERE run_id = 2 ORDER BY ALL")
+    assert one.equals(two)  # every value bit for bit (ordered by the values too)
+    for mode, stat in (("english-topk", "max"), ("english-topk", "mean"), ("origin", "mean")):
+        q = "SELECT layer, lang, score FROM activation_scores(mode := ?, stat := ?, k := 16, at_run := ?) ORDER BY layer, lang"
+        a, b = wh.sql(q, [mode, stat, 1]), wh.sql(q, [mode, stat, 2])
+        assert len(a) > 0 and a.equals(b), (mode, stat)
+    wh.delete_run(2)
+    assert wh.scalar("SELECT count(*) FROM feature_acts_single") == 0
+
+
 def test_compact_refused_past_its_token_bound(tiny_model_dir):
     with pytest.raises(XlingError, match=r"bad --encoding: .*300 tokens"):
         IngestConfig(model=str(tiny_model_dir), encoding="compact", max_tokens=301)

@@ -311,6 +311,7 @@ def delete_run(con: duckdb.DuckDBPyConnection, run_id: int) -> None:
     """Every row the run wrote, and the run. The caller owns the transaction."""
     for table in (
         "feature_acts",
+        "feature_acts_single",
         "feature_acts_compact",
         "summary_origin",
         "summary_topk",

@@ -1,12 +1,26 @@
-"""How feature_acts values are stored: `lossless` (float32 as computed) or `compact` (quantised).
+"""How feature_acts values are stored: `lossless` (float32 as computed), `lean` (lossless, with
+act_mean left out where it follows from act_max) or `compact` (quantised).
 
-    encoding_of(config) -> 'lossless' | 'compact'      what a run's config JSON records
-    table_for(encoding) -> 'feature_acts' | 'feature_acts_compact'   where its rows go
-    encode_rows(rows, encoding) -> pa.Table            the Arrow rows that table takes
-    decode_compact(q_max, q_mean) -> (act_max, act_mean)   numpy, as the SQL view decodes
+    encoding_of(config) -> 'lossless' | 'lean' | 'compact'   what a run's config JSON records
+    tables_for(encoding) -> ('feature_acts', ...)            the tables its rows go to
+    encode_tables(rows, encoding, tokens) -> {table: pa.Table}   the Arrow rows each table takes
+    decode_compact(q_max, q_mean) -> (act_max, act_mean)     numpy, as the SQL view decodes
 
 `lossless` rows are feature_acts as it always was: act_max and act_mean are the float32 values
-the ingest computed, bit for bit. `compact` rows go to feature_acts_compact (migration 008):
+the ingest computed, bit for bit.
+
+`lean` is lossless too. A feature that fired on one pooled token of a phrase (n_active = 1)
+has act_mean = act_max / n_tokens: the sum over the phrase's tokens is that one value, and
+the ingest divides it by the phrase's pooled-token count in float32. Those rows (63.5 % of a
+Gemma 3 270M ingest of the demo corpus) go to feature_acts_single (migration 009) with
+act_max only; the view computes act_mean = (act_max / phrase_tokens.n_tokens)::FLOAT, which
+is correctly rounded float32 division, the same operation. `encode_tables` moves a row only
+where numpy's float32 division reproduces the stored act_mean exactly, so whatever computed
+the row (a GPU, another dtype), every value reads back bit for bit; other rows stay whole in
+feature_acts. Measured: 6.31 B per stored nonzero against 8.74 B (bench/storage.py --db on
+the demo warehouse).
+
+`compact` rows go to feature_acts_compact (migration 008):
 
     q_max  = round(256 · log2(act_max))                         INTEGER
     q_mean = clamp(round(-31 · log2(act_mean / act_max')), 0, 255)  UTINYINT
@@ -21,8 +35,8 @@ always meet it, and `encode_rows` refuses rows that do not. Measured: 4.9 B per 
 against 9.1 B lossless (bench/storage.py).
 
 Every reader goes through the `feature_values` view (sql/views/feature_values.sql), which
-returns the same columns from both tables, so a metric reads a run the same way whatever its
-encoding.
+returns the same columns from all three tables, so a metric reads a run the same way whatever
+its encoding. Ad-hoc SQL over `feature_acts` alone sees a lean run's multi-token rows only.
 """
 
 from __future__ import annotations
@@ -32,15 +46,20 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-ENCODINGS = ("lossless", "compact")
+ENCODINGS = ("lossless", "lean", "compact")
 MAX_SCALE = 256  # q_max steps per octave
 MEAN_SCALE = 31  # q_mean steps per octave; 255 steps reach 2^-8.2, below 1/300
 MAX_COMPACT_TOKENS = 300
 MAX_REL_ERROR = 2 ** (1 / (2 * MAX_SCALE)) - 1  # act_max
 MEAN_REL_ERROR = 2 ** (1 / (2 * MEAN_SCALE)) - 1  # act_mean
 
-_TABLES = {"lossless": "feature_acts", "compact": "feature_acts_compact"}
+_TABLES = {
+    "lossless": ("feature_acts",),
+    "lean": ("feature_acts", "feature_acts_single"),
+    "compact": ("feature_acts_compact",),
+}
 
 
 def check_encoding(encoding: str, max_tokens: int | None = None) -> None:
@@ -61,8 +80,8 @@ def encoding_of(config: Mapping[str, Any]) -> str:
     return encoding
 
 
-def table_for(encoding: str) -> str:
-    """The table a run of `encoding` writes its feature rows to."""
+def tables_for(encoding: str) -> tuple[str, ...]:
+    """The tables a run of `encoding` writes its feature rows to."""
     check_encoding(encoding)
     return _TABLES[encoding]
 
@@ -93,9 +112,52 @@ def decode_compact(q_max: np.ndarray, q_mean: np.ndarray) -> tuple[np.ndarray, n
     return act_max, act_mean
 
 
-def encode_rows(rows: pa.Table, encoding: str) -> pa.Table:
-    """The Arrow rows `table_for(encoding)` takes, from ingest rows with act_max/act_mean."""
+def single_token_rows(
+    act_max: np.ndarray, act_mean: np.ndarray, n_active: np.ndarray, n_tokens: np.ndarray
+) -> np.ndarray:
+    """Which rows the lean encoding stores without act_mean: n_active = 1 and act_mean equal
+    to the float32 quotient act_max / n_tokens (what feature_values computes back)."""
+    act_max = np.asarray(act_max, np.float32)
+    derived = act_max / np.asarray(n_tokens, np.float32)
+    return (np.asarray(n_active) == 1) & (derived == np.asarray(act_mean, np.float32))
+
+
+def encode_tables(
+    rows: pa.Table, encoding: str, tokens: pa.Table | None = None
+) -> dict[str, pa.Table]:
+    """{table: Arrow rows} for ingest rows with act_max/act_mean/n_active.
+
+    `tokens` (phrase_id, n_tokens; every phrase of `rows`) is needed by `lean` only.
+    """
     check_encoding(encoding)
+    if encoding != "lean":
+        return {_TABLES[encoding][0]: encode_rows(rows, encoding)}
+    if tokens is None:
+        raise ValueError("the lean encoding needs the phrases' token counts")
+    order = np.argsort(tokens.column("phrase_id").to_numpy())
+    known = tokens.column("phrase_id").to_numpy()[order]
+    pids = rows.column("phrase_id").to_numpy()
+    at = np.searchsorted(known, pids)
+    if pids.size and (at.max() >= known.size or not np.array_equal(known[at], pids)):
+        raise ValueError("feature rows of a phrase without a token count")
+    n_tokens = tokens.column("n_tokens").to_numpy()[order][at]
+    single = single_token_rows(
+        rows.column("act_max").to_numpy(),
+        rows.column("act_mean").to_numpy(),
+        rows.column("n_active").to_numpy(),
+        n_tokens,
+    )
+    mask = pa.array(single)
+    whole = rows.filter(pc.invert(mask))
+    lean = rows.filter(mask).drop_columns(["act_mean", "n_active"])
+    return {"feature_acts": whole, "feature_acts_single": lean}
+
+
+def encode_rows(rows: pa.Table, encoding: str) -> pa.Table:
+    """The Arrow rows a one-table encoding (lossless, compact) takes."""
+    check_encoding(encoding)
+    if encoding == "lean":
+        raise ValueError("the lean encoding writes two tables: use encode_tables")
     if encoding == "lossless":
         return rows
     q_max, q_mean = encode_compact(

@@ -13,6 +13,7 @@ BULK_TABLES = frozenset(
         "phrases",
         "phrase_tokens",
         "feature_acts",
+        "feature_acts_single",
         "feature_acts_compact",
         "residuals",
         "neuron_stats",

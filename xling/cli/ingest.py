@@ -166,8 +166,10 @@ def ingest(
     encoding: Annotated[
         str,
         typer.Option(
-            help="Feature values: lossless (float32 as computed) or compact (log-quantised, "
-            "act_max within 0.14 %, act_mean within 1.13 %; phrases up to 300 tokens)."
+            help="Feature values: lossless (float32 as computed), lean (lossless, act_mean "
+            "left out where it is act_max / n_tokens exactly; about 30 % smaller) or compact "
+            "(log-quantised, act_max within 0.14 %, act_mean within 1.13 %; phrases up to "
+            "300 tokens)."
         ),
     ] = "lossless",
     resume: Annotated[
@@ -201,9 +203,12 @@ def ingest(
         resume_ingest,
         run_ingest,
     )
+    from xling.warehouse.connection import read_wait
     from xling.warehouse.errors import XlingError
 
-    with open_warehouse(db, read_only=False) as wh:
+    # An ingest waits like a reader for a query to let go of the file: it holds the file
+    # only to read and commit (Warehouse.between_commits), so queries run beside it.
+    with open_warehouse(db, read_only=False, wait=read_wait()) as wh:
         start = time.monotonic()
         with progress_bar("ingest") as update:
             if resume is not None:
