@@ -11,15 +11,19 @@ feature_acts rows of a real warehouse.
     .venv/bin/python bench/storage.py --phrases 80000    # ~52 M rows
     .venv/bin/python bench/storage.py --db demo-out/xling.duckdb
 
-Variants (all hold the same rows; `lossless` ones return act_max and act_mean bit for bit):
+Variants (all hold the same rows; `lossless` and `lean` ones return act_max and act_mean bit
+for bit). Files have 64 KiB blocks, as xling creates them, unless named -256k:
+    lossless-256k       feature_acts in DuckDB's default 256 KiB blocks (older warehouses)
     lossless            feature_acts as in migration 001, ordered (layer, phrase, feature)
     lossless-narrow     the same with INTEGER phrase, UTINYINT layer, USMALLINT feature
     lossless-lfp        ordered (layer, feature, phrase)
     lossless-rg1.2M     ATTACH ... (ROW_GROUP_SIZE 1228800): 10x DuckDB's row groups
-    lossless-split      rows with n_active = 1 in a second table without act_mean/n_active
-                        (act_mean = act_max / n_tokens exactly there), row groups 1.2M
+    lean                the lean encoding as the warehouse stores it: rows whose act_mean is
+                        act_max / n_tokens exactly in a second table with act_max only
+    lean-rg1.2M         the same, row groups 1.2M
     compact             feature_acts_compact (warehouse/encoding.py), default row groups
     compact-rg1.2M      the same, row groups 1.2M
+    compact-256k        compact in 256 KiB blocks
 """
 
 from __future__ import annotations
@@ -35,8 +39,12 @@ import numpy as np
 import pyarrow as pa
 
 from xling.warehouse import encoding
+from xling.warehouse.connection import DUCKDB_CONFIG
 
-_BIG_RG = "ROW_GROUP_SIZE 1228800"
+# The block size xling creates warehouse files with (warehouse/connection.py); DuckDB's own
+# default, 256 KiB, is what warehouses made before it have.
+_BLOCKS = f"BLOCK_SIZE {DUCKDB_CONFIG['default_block_size']}"
+_BIG_RG = f"{_BLOCKS}, ROW_GROUP_SIZE 1228800"
 _LOSSLESS = (
     "run_id::INTEGER AS run_id, phrase_id::BIGINT AS phrase_id, layer::SMALLINT AS layer, "
     "feature::INTEGER AS feature, act_mean::FLOAT AS act_mean, act_max::FLOAT AS act_max, "
@@ -50,26 +58,29 @@ _NARROW = (
 _LPF = "layer, phrase_id, feature"
 # name -> (attach options, [(table, select list, WHERE, ORDER BY)])
 VARIANTS: dict[str, tuple[str, list[tuple[str, str, str, str]]]] = {
-    "lossless": ("", [("fa", _LOSSLESS, "true", _LPF)]),
-    "lossless-narrow": ("", [("fa", _NARROW, "true", _LPF)]),
-    "lossless-lfp": ("", [("fa", _LOSSLESS, "true", "layer, feature, phrase_id")]),
+    "lossless-256k": ("", [("fa", _LOSSLESS, "true", _LPF)]),
+    "lossless": (_BLOCKS, [("fa", _LOSSLESS, "true", _LPF)]),
+    "lossless-narrow": (_BLOCKS, [("fa", _NARROW, "true", _LPF)]),
+    "lossless-lfp": (_BLOCKS, [("fa", _LOSSLESS, "true", "layer, feature, phrase_id")]),
     "lossless-rg1.2M": (_BIG_RG, [("fa", _LOSSLESS, "true", _LPF)]),
-    "lossless-split": (
-        _BIG_RG,
+    # The shipped lean encoding (warehouse/encoding.py): act_mean and n_active left out where
+    # act_mean is act_max / n_tokens exactly; n_tokens is read from phrase_tokens, not stored.
+    "lean": (
+        _BLOCKS,
         [
             ("fa", _LOSSLESS, "NOT derivable", _LPF),
             (
-                "fa1",
+                "fs",
                 "run_id::INTEGER AS run_id, phrase_id::BIGINT AS phrase_id, "
                 "layer::SMALLINT AS layer, feature::INTEGER AS feature, "
-                "act_max::FLOAT AS act_max, n_tokens::SMALLINT AS n_tokens",
+                "act_max::FLOAT AS act_max",
                 "derivable",
                 _LPF,
             ),
         ],
     ),
     "compact": (
-        "",
+        _BLOCKS,
         [
             (
                 "fa",
@@ -82,7 +93,9 @@ VARIANTS: dict[str, tuple[str, list[tuple[str, str, str, str]]]] = {
         ],
     ),
 }
+VARIANTS["lean-rg1.2M"] = (_BIG_RG, VARIANTS["lean"][1])
 VARIANTS["compact-rg1.2M"] = (_BIG_RG, VARIANTS["compact"][1])
+VARIANTS["compact-256k"] = ("", VARIANTS["compact"][1])
 
 
 def ingest_like_rows(n_phrases: int, layers: int = 8, d_sae: int = 16384, seed: int = 0):
@@ -126,8 +139,8 @@ def prepare(rows: pa.Table) -> pa.Table:
     amean = rows.column("act_mean").to_numpy()
     ntok = rows.column("n_tokens").to_numpy().astype(np.float32)
     q_max, q_mean = encoding.encode_compact(amax, amean)
-    # act_mean is act_max / n_tokens bit for bit exactly when one token fired
-    derivable = (amax / ntok).astype(np.float32) == amean
+    # what the lean encoding moves: act_mean is act_max / n_tokens bit for bit
+    derivable = encoding.single_token_rows(amax, amean, rows.column("n_active").to_numpy(), ntok)
     return (
         rows.append_column("q_max", pa.array(q_max))
         .append_column("q_mean", pa.array(q_mean))
@@ -162,11 +175,11 @@ def bytes_per_nonzero(src: pa.Table, variant: str, tmp: Path) -> tuple[float, fl
 
 
 def warehouse_rows(db: str) -> pa.Table:
-    """feature_acts of a real warehouse, with each row's phrase length."""
+    """The feature rows of a real warehouse (any encoding), with each row's phrase length."""
     con = duckdb.connect(db, read_only=True)
     rows = con.execute(
         "SELECT f.run_id, f.phrase_id, f.layer, f.feature, f.act_mean, f.act_max, f.n_active, "
-        "t.n_tokens::SMALLINT AS n_tokens FROM feature_acts f "
+        "t.n_tokens::SMALLINT AS n_tokens FROM feature_values f "
         "JOIN phrase_tokens t USING (run_id, phrase_id)"
     ).to_arrow_table()
     con.close()

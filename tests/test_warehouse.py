@@ -497,3 +497,18 @@ def test_a_refused_command_keeps_a_warehouse_that_existed(db_path, tmp_path, cli
     _one_line(cli("corpus", "load", tmp_path / "bad.csv", "--db", db_path), "")
     assert db_path.exists()
     assert cli("init", "--db", db_path).exit_code == 0
+
+
+def test_new_warehouses_use_64k_blocks_and_old_ones_still_open(tmp_path):
+    from xling.warehouse.connection import DUCKDB_CONFIG
+
+    with Warehouse(tmp_path / "new.duckdb") as wh:
+        size = "SELECT block_size FROM pragma_database_size()"
+        assert wh.scalar(size) == int(DUCKDB_CONFIG["default_block_size"]) == 65536
+    old = tmp_path / "old.duckdb"
+    duckdb.connect(str(old)).close()  # made by DuckDB's default: 256 KiB blocks
+    with Warehouse(old) as wh:
+        assert wh.scalar(size) == 262144
+        assert wh.scalar("SELECT count(*) FROM languages") == 10
+    with Warehouse(old, read_only=True) as wh:
+        assert wh.scalar(size) == 262144

@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 DEFAULT_DB = "xling.duckdb"
 MIGRATIONS_TABLE = "_xling_migrations"
 PARQUET_PREFIX = "parquet:"  # --db parquet:DIR reads an `xling export-parquet` directory
+# Every open of a warehouse file passes the same DuckDB configuration (DuckDB refuses a second
+# connection in one process with another). default_block_size applies to files it creates:
+# 64 KiB blocks instead of 256 KiB store feature rows in fewer bytes (a column segment of a
+# row group fills whole blocks) and scan faster (bench/storage.py; docs/scale.md). A file
+# keeps the block size it was created with.
+DUCKDB_CONFIG = {"default_block_size": "65536"}
 # Seconds a read-only open waits for a writer to release the file (`xling --wait`, $XLING_WAIT).
 DEFAULT_READ_WAIT = 5.0
 _RETRY_SECONDS = 0.05
@@ -230,7 +236,7 @@ def _open_file(p: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnecti
     deadline = time.monotonic() + wait
     while True:
         try:
-            return duckdb.connect(str(p), read_only=read_only)
+            return duckdb.connect(str(p), read_only=read_only, config=DUCKDB_CONFIG)
         except duckdb.IOException as err:
             if "lock" not in str(err).lower():
                 raise XlingError(f"cannot open warehouse {p}: {_first_line(err)}") from None
@@ -342,7 +348,7 @@ def new_warehouses_removed_on_error() -> Iterator[None]:
 
 def _remove_if_fresh(p: Path) -> None:
     try:
-        con = duckdb.connect(str(p), read_only=True)
+        con = duckdb.connect(str(p), read_only=True, config=DUCKDB_CONFIG)
     except duckdb.Error:
         return  # still open (here or elsewhere), or gone
     try:
