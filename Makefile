@@ -42,7 +42,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/run.py --gemma
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

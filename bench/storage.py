@@ -176,8 +176,8 @@ def bytes_per_nonzero(src: pa.Table, variant: str, tmp: Path) -> tuple[float, fl
 
 def warehouse_rows(db: str) -> pa.Table:
     """The feature rows of a real warehouse (any encoding), with each row's phrase length."""
-    con = duckdb.connect(db, read_only=True)
-    rows = con.execute(
+    con = duckdb.connect(db, read_only=True, config=DUCKDB_CONFIG)
+    rows = con.sql(
         "SELECT f.run_id, f.phrase_id, f.layer, f.feature, f.act_mean, f.act_max, f.n_active, "
         "t.n_tokens::SMALLINT AS n_tokens FROM feature_values f "
         "JOIN phrase_tokens t USING (run_id, phrase_id)"
