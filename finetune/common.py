@@ -80,11 +80,13 @@ def record_finetune(
     adapter: Path,
     n_trainable: int,
     n_params: int,
-) -> int:
-    """Insert the `finetunes` row; returns its id."""
+    extra: dict[str, Any] | None = None,
+) -> FinetuneResult:
+    """Insert the `finetunes` row of a trained artifact saved at `adapter`; returns the
+    result every fine-tune method gives (`extra`: what is particular to the method)."""
     model_id = wh.run(base_run)["model_id"]
     with wh.transaction() as con:
-        return int(
+        finetune_id = int(
             con.execute(
                 "INSERT INTO finetunes (kind, base_run, model_id, config, losses, adapter, "
                 "n_trainable, n_params) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING finetune_id",
@@ -100,6 +102,15 @@ def record_finetune(
                 ],
             ).fetchone()[0]
         )
+    return FinetuneResult(
+        finetune_id=finetune_id,
+        kind=kind,
+        adapter=str(adapter.resolve()),
+        losses=losses,
+        n_trainable=n_trainable,
+        n_params=n_params,
+        extra=extra or {},
+    )
 
 
 def list_finetunes(wh: Warehouse) -> pd.DataFrame:
