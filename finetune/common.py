@@ -154,27 +154,20 @@ def _check_neuron_run(wh: Warehouse, run: int, lang: str) -> None:
 
 
 def load_run_model(wh: Warehouse, run_id: int, device: str | None = None):
-    """(LoadedModel, recorded config) of a finished run's base model, loaded as it recorded
-    (source, revision, dtype; `device` overrides the recorded one)."""
-    from xling.ingest.models import load_model
+    """(LoadedModel, recorded config) of a finished run's base model, loaded through the
+    run's ModelSpec (source, revision, dtype and loading flags as recorded; `device`
+    overrides the recorded one), without the run's steering."""
+    from xling.ingest.models import run_spec
 
     run = wh.run(run_id)
-    if run["status"] != "finished":
-        raise XlingError(f"run {run_id} is {run['status']}; fine-tune from a finished run")
-    recorded = run["config"]
-    if recorded.get("adapter") or run["adapter"]:
+    if run.status != "finished":
+        raise XlingError(f"run {run_id} is {run.status}; fine-tune from a finished run")
+    if run.adapter:
         raise XlingError(
             f"run {run_id} was made with an adapter; fine-tune from a run of the base model"
         )
-    lm = load_model(
-        recorded["model"],
-        revision=recorded.get("revision"),
-        dtype=recorded.get("dtype", "float32"),
-        device=device or recorded.get("device", "cpu"),
-        trust_remote_code=recorded.get("trust_remote_code", False),
-        allow_pickle=recorded.get("allow_pickle", False),
-    )
-    return lm, recorded
+    spec = run_spec(wh, run_id, steering=None)
+    return (spec.on(device) if device else spec).load(), run.config
 
 
 def finetune_record(wh: Warehouse, finetune_id: int) -> tuple[dict[str, Any], pd.DataFrame]:
