@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -211,14 +211,20 @@ def _read_csv(path: Path, sep: str) -> pd.DataFrame:
         raise XlingError(f"{path}: cannot read ({err}); is the file complete?") from None
 
 
-def json_lines(
-    path: Path, *, utf8_fix: str, json_fix: str, surrogate_fix: str
-) -> Iterator[tuple[int, Any]]:
+class JsonlFixes(NamedTuple):
+    """What an error on a bad line of a JSON Lines file tells the user to do, per case."""
+
+    utf8: str  # the line is not UTF-8
+    json: str  # the line is not JSON
+    surrogate: str  # a \u escape names half a surrogate pair
+
+
+def json_lines(path: Path, fixes: JsonlFixes) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) for each non-blank line of a JSON Lines file (.gz too).
 
     A line that is not UTF-8, not JSON, or holds a lone surrogate escape is one XlingError
-    naming the file and line, ending with the caller's hint for that case (`utf8_fix`,
-    `json_fix`, `surrogate_fix`); an unreadable file is one too.
+    naming the file and line, ending with `fixes`' hint for that case; an unreadable file is
+    one too.
     """
     try:
         with open_bytes(path) as f:
@@ -227,32 +233,31 @@ def json_lines(
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError:
-                    raise XlingError(f"{where}: not valid UTF-8; {utf8_fix}") from None
+                    raise XlingError(f"{where}: not valid UTF-8; {fixes.utf8}") from None
                 if not line.strip():
                     continue
                 try:
                     value = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise XlingError(f"{where}: invalid JSON ({err.msg}); {json_fix}") from None
+                    raise XlingError(f"{where}: invalid JSON ({err.msg}); {fixes.json}") from None
                 if lone_surrogate(line, value):
                     raise XlingError(
                         f"{where}: a \\u escape names half a surrogate pair (e.g. \\ud800 "
-                        f"alone), which is not a character; {surrogate_fix}"
+                        f"alone), which is not a character; {fixes.surrogate}"
                     )
                 yield number, value
     except READ_ERRORS as err:
         raise XlingError(f"{path}: cannot read ({err}); is the file complete?") from None
 
 
+_JSONL_FIXES = JsonlFixes(
+    utf8="re-save the file as UTF-8", json="one object per line", surrogate="fix the text"
+)
+
+
 def _read_jsonl(path: Path) -> RawTable:
     records, numbers = [], []
-    lines = json_lines(
-        path,
-        utf8_fix="re-save the file as UTF-8",
-        json_fix="one object per line",
-        surrogate_fix="fix the text",
-    )
-    for number, record in lines:
+    for number, record in json_lines(path, _JSONL_FIXES):
         if not isinstance(record, dict):
             raise XlingError(
                 f"{path} line {number}: expected a JSON object, got {type(record).__name__}"

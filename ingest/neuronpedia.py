@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from xling.ingest.corpus_files import expand_paths, json_lines
+from xling.ingest.corpus_files import JsonlFixes, expand_paths, json_lines
 from xling.ingest.corpus_load import LoadResult, load_phrases
 from xling.warehouse.errors import XlingError
 
@@ -94,16 +94,17 @@ def _detokenize(pieces: list[str]) -> str:
     return " ".join("".join(out).replace("▁", " ").split())
 
 
+_JSONL_FIXES = JsonlFixes(
+    utf8="is the file corrupt?",
+    json="Neuronpedia exports hold one record per line",
+    surrogate="is the file corrupt?",
+)
+
+
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for each record of a JSONL(.gz) export, checked for the fields
     the recipe needs."""
-    lines = json_lines(
-        path,
-        utf8_fix="is the file corrupt?",
-        json_fix="Neuronpedia exports hold one record per line",
-        surrogate_fix="is the file corrupt?",
-    )
-    for number, record in lines:
+    for number, record in json_lines(path, _JSONL_FIXES):
         yield number, _checked(record, f"{path} line {number}")
 
 
