@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from xling.analysis.benchmarks import Score, scores_table, store_scores
-from xling.ingest.models import ModelSpec, spec_from
+from xling.ingest.models import ModelSpec, run_spec, spec_from
 from xling.ingest.steering import load_recipe
 from xling.warehouse import catalog
 from xling.warehouse.errors import XlingError
@@ -223,19 +223,10 @@ def _model_spec(
     wh: Warehouse, cfg: BpbConfig, run: int | None, model: LoadedModel | None
 ) -> ModelSpec:
     """The model to score: the config's, or (no --model) the one `run` (default: the latest)
-    was ingested with, every loading field of its recorded config kept."""
-    from xling.ingest.runner import IngestConfig
-
+    read, every loading field of its recorded config kept; --adapter and --steer replace the
+    run's adapter and steering, --dtype and --device its own."""
     steering = load_recipe(wh, cfg.steer) if cfg.steer else None
     if cfg.model is not None or model is not None:
         return spec_from(cfg, source=cfg.model or model.name, steering=steering)
-    record = wh.run(run)
-    recorded = IngestConfig.from_dict(record.config).model_spec()
-    return dataclasses.replace(
-        recorded,
-        source=record.model,
-        dtype=cfg.dtype,
-        device=cfg.device,
-        adapter=cfg.adapter or record.adapter,
-        steering=steering,
-    )
+    spec = run_spec(wh, run, dtype=cfg.dtype, device=cfg.device, steering=steering)
+    return dataclasses.replace(spec, adapter=cfg.adapter or spec.adapter)

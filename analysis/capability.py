@@ -17,7 +17,6 @@ both compare the same content in two languages.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -204,22 +203,18 @@ def bench_parity(
 def _model_spec(
     wh: Warehouse, cfg: ParityConfig, run: int | None, model: LoadedModel | None
 ) -> ModelSpec:
-    """The model to score: the config's (or the loaded one's), else the one `run` was ingested
-    with, every loading field, its adapter and its steering recipe kept."""
-    from xling.ingest.models import ModelSpec
-    from xling.ingest.runner import IngestConfig
+    """The model to score: the one `run` read (its loading fields, adapter and steering
+    recipe; --dtype and --device replace its own), or the config's (or the loaded one's)
+    under the run's steering, if a run is given."""
+    from xling.ingest.models import ModelSpec, run_spec
     from xling.ingest.steering import load_recipe
 
-    steering = None
-    record = wh.run(run) if run is not None else None
-    if record is not None and record.get("steer"):
-        steering = load_recipe(wh, record["steer"])
-    if cfg.model is not None or model is not None:
-        return ModelSpec(
-            source=cfg.model or model.name,
-            dtype=cfg.dtype,
-            device=cfg.device,
-            steering=steering,
-        )
-    recorded = IngestConfig.from_dict({**record.config, "model": record.model}).model_spec(steering)
-    return dataclasses.replace(recorded, source=record.model, dtype=cfg.dtype, device=cfg.device)
+    if cfg.model is None and model is None:
+        return run_spec(wh, run, dtype=cfg.dtype, device=cfg.device)
+    steer = wh.run(run).steer if run is not None else None
+    return ModelSpec(
+        source=cfg.model or model.name,
+        dtype=cfg.dtype,
+        device=cfg.device,
+        steering=load_recipe(wh, steer) if steer else None,
+    )

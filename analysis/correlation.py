@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 AGAINST = ("gap", "score")
 X_COLUMN = {"gap": "gap_vs_en_pct", "score": "act_score"}
 MIN_LANGS = 3
-# Shapes tell the resource groups apart without colour (colours: analysis.plots, Okabe–Ito).
-GROUP_MARKERS = {"high": "o", "low": "s"}
 
 
 def pick_metric(wh: Warehouse, model_id: int, task: str, metric: str | None) -> str:
@@ -143,8 +141,9 @@ def correlation_stats(points: pd.DataFrame, x: str, y: str = "bench_value") -> p
     )
 
 
-def _points(wh: Warehouse, task: str, against: str, **kwargs) -> pd.DataFrame:
-    """correlation_points for `against`: English dropped for the gap; empty is an error."""
+def points_against(wh: Warehouse, task: str, against: str, **kwargs) -> pd.DataFrame:
+    """correlation_points (`kwargs` are its options) for `against`, as the table and the
+    figure use them: English dropped against the gap; no point left is an error."""
     if against not in AGAINST:
         raise XlingError(f"--against must be gap or score, got {against!r}")
     points = correlation_points(wh, task, **kwargs)
@@ -179,7 +178,7 @@ def correlate(
 
     `mode`, `stat` and `k` choose how A is computed (see the view activation_scores).
     """
-    points = _points(
+    points = points_against(
         wh, task, against, metric=metric, layer=layer, run=run, mode=mode, stat=stat, k=k
     )
     out = correlation_stats(points, X_COLUMN[against])

@@ -125,18 +125,18 @@ def _names(wh: Warehouse) -> dict[str, str]:
     return dict(wh.sql("SELECT lang, name FROM languages").values.tolist())
 
 
+def _savefig(fig, path: Path, suffix: str) -> None:
+    """`fig` into `path` in the format of `suffix` (.png, .pdf, .svg)."""
+    fig.savefig(path, format=suffix.lower().lstrip("."), dpi=PNG_DPI, bbox_inches="tight")
+
+
 def _save(fig, out: Path | None, force: bool):
     """Write `fig` to `out` and close it; with `out` None return the open figure."""
     if out is None:
         return fig
     plt = _pyplot()
     try:
-        write_atomic(
-            out,
-            lambda tmp: fig.savefig(
-                tmp, format=out.suffix.lower().lstrip("."), dpi=PNG_DPI, bbox_inches="tight"
-            ),
-        )
+        write_atomic(out, lambda tmp: _savefig(fig, tmp, out.suffix))
     finally:
         plt.close(fig)
     return out
@@ -148,9 +148,7 @@ def save_formats(fig, paths: list[Path], look: Look) -> None:
     try:
         with plt.rc_context(rc_params(look.style)):
             for path in paths:
-                fig.savefig(
-                    path, format=path.suffix.lower().lstrip("."), dpi=PNG_DPI, bbox_inches="tight"
-                )
+                _savefig(fig, path, path.suffix)
     finally:
         plt.close(fig)
 
@@ -195,6 +193,7 @@ def _lang_lines(ax, df: pd.DataFrame, y: str, names: dict[str, str], order: list
 
 
 def _legend_outside(fig, ax, ncol: int | None = None) -> None:
+    """The legend of `ax` below the axes, `ncol` entries a row (default: up to five)."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
         fig.legend(
@@ -204,6 +203,11 @@ def _legend_outside(fig, ax, ncol: int | None = None) -> None:
             ncol=ncol or min(5, len(handles)),
             frameon=False,
         )
+
+
+def _lang_columns(look: Look) -> int:
+    """Languages a legend row: three fit a paper column, five a screen figure."""
+    return 3 if look.style == "paper" else 5
 
 
 @_styled
@@ -282,7 +286,7 @@ def plot_similarity(
     _lang_lines(ax, df, y, _names(wh), catalogue(wh))
     layer_ticks(ax, df["layer"])
     ax.set_ylabel("cosine to English")
-    _legend_outside(fig, ax, ncol=3 if look.style == "paper" else 5)
+    _legend_outside(fig, ax, ncol=_lang_columns(look))
     ax.set_title(f"Residual similarity — {run_label(wh, int(df['run_id'].iloc[0]))}")
     return _save(fig, out, look.force)
 
@@ -311,7 +315,7 @@ def plot_by_layer(
 
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel + (" (log)" if logged else ""))
-    _legend_outside(fig, ax, ncol=3 if look.style == "paper" else 5)
+    _legend_outside(fig, ax, ncol=_lang_columns(look))
     ax.set_title(title)
     return _save(fig, out, look.force)
 
@@ -441,24 +445,13 @@ def plot_correlation(
     language in its colour and marker, a least-squares line, r, ρ and n in the title."""
     import numpy as np
 
-    from xling.analysis.correlation import X_COLUMN, correlation_points, correlation_stats
+    from xling.analysis.correlation import X_COLUMN, correlation_stats, points_against
 
     out = _out(wh, out, look)
     order = catalogue(wh)
-    if against not in X_COLUMN:
-        raise XlingError(f"--against must be gap or score, got {against!r}")
-    points = correlation_points(
-        wh, task, metric=metric, layer=layer, run=run, mode=mode, stat=stat, k=k
+    points = points_against(
+        wh, task, against, metric=metric, layer=layer, run=run, mode=mode, stat=stat, k=k
     )
-    attrs = dict(points.attrs)
-    if against == "gap":  # English's gap is 0 by definition, not a measurement
-        points = points[points["lang"] != "en"].reset_index(drop=True)
-        points.attrs.update(attrs)
-    if points.empty:
-        raise XlingError(
-            f"no language has both an activation score in run {attrs['run']} and a "
-            f"{task!r} {attrs['metric']} score; compare `xling bench list` with `xling query gap`"
-        )
     x = X_COLUMN[against]
     row = correlation_stats(points, x).iloc[0]
     used_mode = queries.resolve_mode(wh, points.attrs["run"], mode)
@@ -490,7 +483,7 @@ def plot_correlation(
         f"gap vs English at layer {layer} (%)" if against == "gap" else f"A(L, l) at layer {layer}"
     )
     ax.set_ylabel(score)
-    _legend_outside(fig, ax, ncol=3 if look.style == "paper" else 5)
+    _legend_outside(fig, ax, ncol=_lang_columns(look))
     ax.set_title(
         f"{score} vs {'gap' if against == 'gap' else 'A'}, layer {layer} "
         f"({metric_label(used_mode, stat, k)})\n"

@@ -216,8 +216,15 @@ def _selection(
     stat: str,
     k: int,
     ref: str,
+    *,
+    vs_ref: bool = False,
 ) -> Selection:
-    """Arguments checked against the warehouse, the run resolved and its mode decided."""
+    """Arguments checked against the warehouse, the run resolved and its mode decided.
+
+    `vs_ref`: a table against the reference, which needs the run to hold English when English
+    is the reference (any other reference is checked to be in the run either way)."""
+    if vs_ref and ref == "en":
+        _check_english(wh, wh.resolve_run(run), _VS_ENGLISH)
     _check_score_args(stat, k)
     run_id = _run(wh, run)
     _check_layer(wh, run_id, layer)
@@ -433,9 +440,7 @@ def gap_by_lang(
     """Each language against the reference (English by default) per layer: run_id, layer,
     lang, resource_group, mode, ref, score (A(L, l)), n_phrases, en_score (A(L, ref)),
     gap_vs_en_pct (with `ci`: gap_vs_en_pct_lo, gap_vs_en_pct_hi)."""
-    if ref == "en":
-        _check_english(wh, wh.resolve_run(run), _VS_ENGLISH)
-    sel = _selection(wh, run, layer, mode, stat, k, ref)
+    sel = _selection(wh, run, layer, mode, stat, k, ref, vs_ref=True)
     df = _scored(wh, _BY_LANG, sel, "layer, lang")
     if ci:
         keys, samples = score_samples(wh, sel, n_boot, seed)
@@ -465,9 +470,7 @@ def languages(
 
     std_gap_pct is the sample standard deviation (n − 1); NaN over a single layer.
     """
-    if ref == "en":
-        _check_english(wh, wh.resolve_run(run), _VS_ENGLISH)
-    sel = _selection(wh, run, layer, mode, stat, k, ref)
+    sel = _selection(wh, run, layer, mode, stat, k, ref, vs_ref=True)
     df = _scored(wh, _SUMMARY, sel, "lang")
     names = wh.sql(
         "SELECT p.lang, any_value(l.name) AS name, count(*) AS n_phrases "
@@ -837,7 +840,6 @@ def gap_vs_benchmark(
     """The view gap_vs_benchmark for one task and metric: run_id, layer, lang,
     resource_group, act_score (A(L, l)), gap_vs_en_pct, task, metric, bench_value, ...; one
     row per (layer, lang) with a score of the run's model under the run's steering."""
-    sel = _selection(wh, run, layer, mode, stat, k, "en")
-    _check_english(wh, sel.run, _VS_ENGLISH)
+    sel = _selection(wh, run, layer, mode, stat, k, "en", vs_ref=True)
     df = _scored(wh, _VS_BENCHMARK, sel, "layer, lang")
     return df[(df["task"] == task) & (df["metric"] == metric)].reset_index(drop=True)

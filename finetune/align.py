@@ -359,7 +359,6 @@ def align_lora(
     from pathlib import Path
 
     from xling.finetune.common import (
-        FinetuneResult,
         check_out,
         load_run_model,
         record_finetune,
@@ -405,21 +404,13 @@ def align_lora(
         # The same weights apply_adapter would produce from the saved files.
         lm.model = peft_model.merge_and_unload().eval()
         lm.adapter = str(out.resolve())
-    finetune_id = record_finetune(
+    return record_finetune(
         wh,
         kind="align",
         base_run=cfg.base_run,
         config=cfg.to_json(),
         losses=losses,
         adapter=out,
-        n_trainable=n_trainable,
-        n_params=n_params,
-    )
-    return FinetuneResult(
-        finetune_id=finetune_id,
-        kind="align",
-        adapter=str(out.resolve()),
-        losses=losses,
         n_trainable=n_trainable,
         n_params=n_params,
         extra={"n_pairs": len(pairs)},

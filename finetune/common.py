@@ -80,11 +80,13 @@ def record_finetune(
     adapter: Path,
     n_trainable: int,
     n_params: int,
-) -> int:
-    """Insert the `finetunes` row; returns its id."""
+    extra: dict[str, Any] | None = None,
+) -> FinetuneResult:
+    """Insert the `finetunes` row of a trained artifact saved at `adapter`; returns the
+    result every fine-tune method gives (`extra`: what is particular to the method)."""
     model_id = wh.run(base_run)["model_id"]
     with wh.transaction() as con:
-        return int(
+        finetune_id = int(
             con.execute(
                 "INSERT INTO finetunes (kind, base_run, model_id, config, losses, adapter, "
                 "n_trainable, n_params) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING finetune_id",
@@ -100,6 +102,15 @@ def record_finetune(
                 ],
             ).fetchone()[0]
         )
+    return FinetuneResult(
+        finetune_id=finetune_id,
+        kind=kind,
+        adapter=str(adapter.resolve()),
+        losses=losses,
+        n_trainable=n_trainable,
+        n_params=n_params,
+        extra=extra or {},
+    )
 
 
 def list_finetunes(wh: Warehouse) -> pd.DataFrame:
@@ -143,27 +154,20 @@ def _check_neuron_run(wh: Warehouse, run: int, lang: str) -> None:
 
 
 def load_run_model(wh: Warehouse, run_id: int, device: str | None = None):
-    """(LoadedModel, recorded config) of a finished run's base model, loaded as it recorded
-    (source, revision, dtype; `device` overrides the recorded one)."""
-    from xling.ingest.models import load_model
+    """(LoadedModel, recorded config) of a finished run's base model, loaded through the
+    run's ModelSpec (source, revision, dtype and loading flags as recorded; `device`
+    overrides the recorded one), without the run's steering."""
+    from xling.ingest.models import run_spec
 
     run = wh.run(run_id)
-    if run["status"] != "finished":
-        raise XlingError(f"run {run_id} is {run['status']}; fine-tune from a finished run")
-    recorded = run["config"]
-    if recorded.get("adapter") or run["adapter"]:
+    if run.status != "finished":
+        raise XlingError(f"run {run_id} is {run.status}; fine-tune from a finished run")
+    if run.adapter:
         raise XlingError(
             f"run {run_id} was made with an adapter; fine-tune from a run of the base model"
         )
-    lm = load_model(
-        recorded["model"],
-        revision=recorded.get("revision"),
-        dtype=recorded.get("dtype", "float32"),
-        device=device or recorded.get("device", "cpu"),
-        trust_remote_code=recorded.get("trust_remote_code", False),
-        allow_pickle=recorded.get("allow_pickle", False),
-    )
-    return lm, recorded
+    spec = run_spec(wh, run_id, steering=None)
+    return (spec.on(device) if device else spec).load(), run.config
 
 
 def finetune_record(wh: Warehouse, finetune_id: int) -> tuple[dict[str, Any], pd.DataFrame]:

@@ -152,7 +152,6 @@ def train_subnetwork(
     import torch
 
     from xling.finetune.common import (
-        FinetuneResult,
         check_out,
         encode,
         lape_neurons,
@@ -227,21 +226,13 @@ def train_subnetwork(
     if given:
         # spliced() left the trained slices in the weights: the model is the tuned one.
         lm.adapter = str(out.resolve())
-    finetune_id = record_finetune(
+    return record_finetune(
         wh,
         kind="subnetwork",
         base_run=cfg.run,
         config=cfg.to_json(),
         losses=losses,
         adapter=out,
-        n_trainable=n_trainable,
-        n_params=n_params,
-    )
-    return FinetuneResult(
-        finetune_id=finetune_id,
-        kind="subnetwork",
-        adapter=str(out.resolve()),
-        losses=losses,
         n_trainable=n_trainable,
         n_params=n_params,
         extra={"neurons": {layer: len(ids) for layer, ids in neurons.items()}},

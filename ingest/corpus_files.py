@@ -2,7 +2,8 @@
 
 `expand_paths` turns arguments (paths or quoted globs) into checked file paths; `read_table`
 reads one CSV/TSV/JSONL/Parquet file (optionally gzipped) into a `RawTable`, every CSV cell a
-string, with the line or row number of each row for messages. What the columns mean is
+string, with the line or row number of each row for messages; `json_lines` is the one JSON
+Lines reader (the Neuronpedia import reads its exports with it too). What the columns mean is
 `corpus_columns`' job.
 """
 
@@ -15,9 +16,10 @@ import os
 import stat
 import warnings
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -209,38 +211,59 @@ def _read_csv(path: Path, sep: str) -> pd.DataFrame:
         raise XlingError(f"{path}: cannot read ({err}); is the file complete?") from None
 
 
-def _read_jsonl(path: Path) -> RawTable:
-    records, numbers = [], []
+class JsonlFixes(NamedTuple):
+    """What an error on a bad line of a JSON Lines file tells the user to do, per case."""
+
+    utf8: str  # the line is not UTF-8
+    json: str  # the line is not JSON
+    surrogate: str  # a \u escape names half a surrogate pair
+
+
+def json_lines(path: Path, fixes: JsonlFixes) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each non-blank line of a JSON Lines file (.gz too).
+
+    A line that is not UTF-8, not JSON, or holds a lone surrogate escape is one XlingError
+    naming the file and line, ending with `fixes`' hint for that case; an unreadable file is
+    one too.
+    """
     try:
         with open_bytes(path) as f:
             for number, raw in enumerate(f, start=1):
+                where = f"{path} line {number}"
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError:
-                    raise XlingError(
-                        f"{path} line {number}: not valid UTF-8; re-save the file as UTF-8"
-                    ) from None
+                    raise XlingError(f"{where}: not valid UTF-8; {fixes.utf8}") from None
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    value = json.loads(line)
                 except json.JSONDecodeError as err:
+                    raise XlingError(f"{where}: invalid JSON ({err.msg}); {fixes.json}") from None
+                if lone_surrogate(line, value):
                     raise XlingError(
-                        f"{path} line {number}: invalid JSON ({err.msg}); one object per line"
-                    ) from None
-                if lone_surrogate(line, record):
-                    raise XlingError(
-                        f"{path} line {number}: a \\u escape names half a surrogate pair (e.g. "
-                        "\\ud800 alone), which is not a character; fix the text"
+                        f"{where}: a \\u escape names half a surrogate pair (e.g. \\ud800 "
+                        f"alone), which is not a character; {fixes.surrogate}"
                     )
-                if not isinstance(record, dict):
-                    raise XlingError(
-                        f"{path} line {number}: expected a JSON object, got {type(record).__name__}"
-                    )
-                records.append(record)
-                numbers.append(number)
+                yield number, value
     except READ_ERRORS as err:
         raise XlingError(f"{path}: cannot read ({err}); is the file complete?") from None
+
+
+_JSONL_FIXES = JsonlFixes(
+    utf8="re-save the file as UTF-8", json="one object per line", surrogate="fix the text"
+)
+
+
+def _read_jsonl(path: Path) -> RawTable:
+    records, numbers = [], []
+    for number, record in json_lines(path, _JSONL_FIXES):
+        if not isinstance(record, dict):
+            raise XlingError(
+                f"{path} line {number}: expected a JSON object, got {type(record).__name__}"
+            )
+        records.append(record)
+        numbers.append(number)
     if not records:
         raise XlingError(f"{path}: no records; expected one JSON object per line")
     return RawTable(pd.DataFrame.from_records(records), "line", np.array(numbers))

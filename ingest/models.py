@@ -4,6 +4,7 @@
         -> LoadedModel with the adapter merged and the steering hooks attached: the one way
            every command loads a model
     spec_from(config, **overrides) -> the ModelSpec of a command's config (its loading fields)
+    run_spec(wh, run_id, **overrides) -> the ModelSpec a stored run read (adapter, steering)
     load_model(source, dtype=..., device=...) -> LoadedModel (the base model only)
     register_model(con, lm) -> model_id in the `models` table (the catalog's row, reused)
     find_model(con, lm) -> that id, or None
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     import torch
 
     from xling.ingest.steering import SteeringRecipe
+    from xling.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +221,22 @@ def spec_from(config: Any, **overrides: Any) -> ModelSpec:
     }
     values.update(overrides)
     return ModelSpec(**values)
+
+
+def run_spec(wh: Warehouse, run_id: int, **overrides: Any) -> ModelSpec:
+    """The ModelSpec run `run_id` read: its model as the catalog names it, every loading field
+    of its recorded ingest config, its adapter and its steering recipe. `overrides` replace
+    any field (e.g. device=, or steering=None for the unsteered model; the recipe is then
+    not read)."""
+    from xling.ingest.runner import IngestConfig
+    from xling.ingest.steering import load_recipe
+
+    record = wh.run(run_id)
+    config = IngestConfig.from_dict({**record.config, "model": record.model})
+    values: dict[str, Any] = {"adapter": record.adapter}
+    if "steering" not in overrides:
+        values["steering"] = load_recipe(wh, record.steer) if record.steer else None
+    return spec_from(config, **{**values, **overrides})
 
 
 def load_model(

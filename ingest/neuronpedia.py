@@ -8,7 +8,6 @@ kept snippet becomes its own group holding one English phrase whose origin is th
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from xling.ingest.corpus_files import READ_ERRORS, expand_paths, lone_surrogate, open_bytes
+from xling.ingest.corpus_files import JsonlFixes, expand_paths, json_lines
 from xling.ingest.corpus_load import LoadResult, load_phrases
 from xling.warehouse.errors import XlingError
 
@@ -95,34 +94,18 @@ def _detokenize(pieces: list[str]) -> str:
     return " ".join("".join(out).replace("▁", " ").split())
 
 
+_JSONL_FIXES = JsonlFixes(
+    utf8="is the file corrupt?",
+    json="Neuronpedia exports hold one record per line",
+    surrogate="is the file corrupt?",
+)
+
+
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) for each record of a JSONL(.gz) export, checked for the fields
     the recipe needs."""
-    try:
-        with open_bytes(path) as f:
-            for number, raw in enumerate(f, start=1):
-                where = f"{path} line {number}"
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise XlingError(f"{where}: not valid UTF-8; is the file corrupt?") from None
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise XlingError(
-                        f"{where}: invalid JSON ({err.msg}); Neuronpedia exports hold one "
-                        "record per line"
-                    ) from None
-                if lone_surrogate(line, record):
-                    raise XlingError(
-                        f"{where}: a \\u escape names half a surrogate pair (e.g. \\ud800 "
-                        "alone), which is not a character; is the file corrupt?"
-                    )
-                yield number, _checked(record, where)
-    except READ_ERRORS as err:
-        raise XlingError(f"{path}: cannot read ({err}); is the file complete?") from None
+    for number, record in json_lines(path, _JSONL_FIXES):
+        yield number, _checked(record, f"{path} line {number}")
 
 
 def _checked(record: Any, where: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from xling.analysis.bpb import BpbConfig, bench_bpb
-from xling.ingest.models import ModelSpec
+from xling.ingest.models import ModelSpec, run_spec
 from xling.ingest.runner import IngestConfig, run_ingest
 from xling.warehouse.errors import XlingError
 
@@ -45,6 +45,26 @@ def test_bench_bpb_of_a_run_loads_the_model_as_the_run_did(corpus_wh, pickle_mod
     table = bench_bpb(corpus_wh, BpbConfig(run=run, device="cpu"))
     assert set(table["lang"]) <= {"en", "zh", "ru", "es", "it", "id", "ca", "mr", "ml", "hi"}
     assert int(table["n_phrases"].sum()) == 10  # the run's phrases
+
+
+def test_run_spec_is_the_spec_the_run_read(corpus_wh, pickle_model):
+    """The run's model as the catalog names it with its recorded loading fields; the
+    fine-tune base model loads through it (a pickled checkpoint needs the recorded flag)."""
+    from xling.finetune.common import load_run_model
+
+    run = run_ingest(
+        corpus_wh,
+        IngestConfig(model=str(pickle_model), allow_pickle=True, residuals=True, limit=4),
+    )
+    spec = run_spec(corpus_wh, run)
+    recorded = corpus_wh.run(run).config
+    assert spec.source == str(pickle_model.resolve()) == corpus_wh.run(run).model
+    assert (spec.allow_pickle, spec.trust_remote_code, spec.revision) == (True, False, None)
+    assert (spec.dtype, spec.device) == (recorded["dtype"], recorded["device"])
+    assert spec.adapter is None and spec.steering is None
+    assert run_spec(corpus_wh, run, device="meta", dtype="bfloat16").device == "meta"
+    lm, config = load_run_model(corpus_wh, run)
+    assert lm.name == spec.source and config == recorded
 
 
 def test_spec_refuses_bad_fields():

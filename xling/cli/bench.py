@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from xling.cli.common import DbOpt, Format, FormatOpt, open_warehouse, parse_list, render
+from xling.cli.options import DeviceOpt, DtypeOpt, Loading, loading_options
 
 app = typer.Typer(help="Benchmarks: lm-eval import and runs, bits-per-byte.", no_args_is_help=True)
 
@@ -20,20 +21,6 @@ SteerOpt = Annotated[
     typer.Option("--steer", help="Stored intervention (`xling steer add`) active throughout."),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Sequences per forward pass.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")]
-RevisionOpt = Annotated[
-    str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit).")
-]
-TrustOpt = Annotated[
-    bool, typer.Option("--trust-remote-code", help="Run the model repository's own Python code.")
-]
-PickleOpt = Annotated[
-    bool,
-    typer.Option(
-        "--allow-pickle", help="Allow .bin (pickle) checkpoints; only safetensors otherwise."
-    ),
-]
 
 
 def _warn_skipped(skipped: dict[str, str]) -> None:
@@ -74,6 +61,7 @@ def import_(
 
 
 @app.command("run")
+@loading_options
 def run(
     model: Annotated[
         str, typer.Option("--model", help="Hub id, local directory, .gguf file or gemma3-270m.")
@@ -98,11 +86,7 @@ def run(
         Path | None, typer.Option("--out", help="Also write lm-eval's results JSON here.")
     ] = None,
     batch_size: BatchOpt = 16,
-    dtype: DtypeOpt = "float32",
-    device: DeviceOpt = "auto",
-    revision: RevisionOpt = None,
-    trust_remote_code: TrustOpt = False,
-    allow_pickle: PickleOpt = False,
+    loading: Loading | None = None,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -127,12 +111,8 @@ def run(
         include_path=[str(p) for p in include_path or []],
         num_fewshot=num_fewshot,
         batch_size=batch_size,
-        dtype=dtype,
-        device=device,
         out=str(out) if out else None,
-        revision=revision,
-        trust_remote_code=trust_remote_code,
-        allow_pickle=allow_pickle,
+        **loading,
     )
     with open_warehouse(db, read_only=False) as wh:
         result = bench_run(wh, cfg)
@@ -141,6 +121,7 @@ def run(
 
 
 @app.command("bpb")
+@loading_options
 def bpb(
     model: Annotated[
         str | None,
@@ -168,11 +149,7 @@ def bpb(
     adapter: AdapterOpt = None,
     steer: SteerOpt = None,
     batch_size: BatchOpt = 16,
-    dtype: DtypeOpt = "float32",
-    device: DeviceOpt = "auto",
-    revision: RevisionOpt = None,
-    trust_remote_code: TrustOpt = False,
-    allow_pickle: PickleOpt = False,
+    loading: Loading | None = None,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -193,11 +170,7 @@ def bpb(
         adapter=adapter,
         steer=steer,
         batch_size=batch_size,
-        dtype=dtype,
-        device=device,
-        revision=revision,
-        trust_remote_code=trust_remote_code,
-        allow_pickle=allow_pickle,
+        **loading,
     )
     with open_warehouse(db, read_only=False) as wh:
         table = bench_bpb(wh, cfg)

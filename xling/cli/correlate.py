@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import enum
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from xling.cli.common import DbOpt, ForceOpt, Format, FormatOpt, RunOpt, open_warehouse, render
-from xling.cli.plot import HeightOpt, Style, StyleOpt, WidthOpt
-from xling.cli.query import KOpt, LayerOpt, ModeOpt, Stat, StatOpt
+from xling.cli.common import DbOpt, Format, FormatOpt, RunOpt, open_warehouse, render
+from xling.cli.options import LayerOpt, OutOpt, Scoring, figure_options, scoring_options
+
+if TYPE_CHECKING:
+    from xling.analysis.plots import Look
 
 
 class Against(enum.StrEnum):
@@ -34,15 +35,14 @@ AgainstOpt = Annotated[
 ]
 
 
+@scoring_options
 def correlate(
     task: TaskOpt,
     layer: LayerOpt = None,
     metric: MetricOpt = None,
     against: AgainstOpt = Against.gap,
     run: RunOpt = None,
-    mode: ModeOpt = None,
-    stat: StatOpt = Stat.max,
-    k: KOpt = 16,
+    scoring: Scoring | None = None,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -65,27 +65,22 @@ def correlate(
             metric=metric,
             against=against.value,
             run=run,
-            mode=mode.value if mode else None,
-            stat=stat.value,
-            k=k,
+            **scoring,
         )
     render(df, fmt, title=f"{task} vs activation {against.value}", name="correlate")
 
 
+@scoring_options
+@figure_options
 def plot_correlate(
     task: TaskOpt,
     layer: Annotated[int, typer.Option("--layer", "-l", min=0, help="Layer of the gap.")],
-    out: Annotated[Path, typer.Option("--out", help="Figure file: .png, .pdf or .svg.")],
+    out: OutOpt,
     metric: MetricOpt = None,
     against: AgainstOpt = Against.gap,
     run: RunOpt = None,
-    mode: ModeOpt = None,
-    stat: StatOpt = Stat.max,
-    k: KOpt = 16,
-    style: StyleOpt = Style.screen,
-    width: WidthOpt = None,
-    height: HeightOpt = None,
-    force: ForceOpt = False,
+    scoring: Scoring | None = None,
+    look: Look | None = None,
     db: DbOpt = None,
 ) -> None:
     """Benchmark score against the activation gap at one layer, one point per language.
@@ -93,7 +88,6 @@ def plot_correlate(
     Points are labelled and coloured by resource group; r and ρ are in the title.
     """
     from xling.analysis.plots import plot_correlation
-    from xling.cli.plot import look
 
     with open_warehouse(db) as wh:
         path = plot_correlation(
@@ -104,10 +98,8 @@ def plot_correlate(
             metric=metric,
             against=against.value,
             run=run,
-            mode=mode.value if mode else None,
-            stat=stat.value,
-            k=k,
-            look=look(style, width, height, force),
+            **scoring,
+            look=look,
         )
     typer.echo(f"wrote {path}")
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from xling.cli.common import DbOpt, ForceOpt, RunOpt, open_warehouse
-from xling.cli.query import ModeOpt, Stat
+from xling.cli.options import ModeOpt, Stat
 
 
 class ExportFormat(enum.StrEnum):

@@ -19,7 +19,7 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Where the adapter is saved.
 StepsOpt = Annotated[int, typer.Option("--steps", help="Optimisation steps.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Phrases (pairs) per step.")]
 DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="cpu | cuda | auto [default: the run's].")
+    str | None, typer.Option("--device", help="cpu | cuda | auto (default: the run's).")
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seeds initialisation and data order.")]
 
@@ -202,12 +202,12 @@ def round_(
         typer.Option("--target-layer", help="T: layer aligned (align), block steered (residual)."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Adapter path [default: beside the warehouse].")
+        Path | None, typer.Option("--out", help="Adapter path (default: beside the warehouse).")
     ] = None,
     steps: StepsOpt = 60,
     lr: Annotated[
         float | None,
-        typer.Option("--lr", help="Learning rate [default: align 2e-4, subnetwork 1e-4]."),
+        typer.Option("--lr", help="Learning rate (default: align 2e-4, subnetwork 1e-4)."),
     ] = None,
     lam: Annotated[float, typer.Option("--lambda", help="align: λ, English retention.")] = 1.0,
     batch_size: BatchOpt = 8,
@@ -215,7 +215,7 @@ def round_(
         str, typer.Option("--normalize", help="align loss: none (the paper's) | en-norm.")
     ] = "none",
     lora_layers: Annotated[
-        str | None, typer.Option("--lora-layers", help="align: blocks with LoRA [default: 0-T].")
+        str | None, typer.Option("--lora-layers", help="align: blocks with LoRA (default: 0-T).")
     ] = None,
     rank: Annotated[int, typer.Option("--rank", help="align: LoRA rank.")] = 8,
     top_rate: Annotated[
@@ -231,7 +231,7 @@ def round_(
     alpha: Annotated[float, typer.Option("--alpha", help="steer: α.")] = 1.0,
     layers: Annotated[
         str | None,
-        typer.Option("--layers", help="Layers the tuned run ingests [default: the base run's]."),
+        typer.Option("--layers", help="Layers the tuned run ingests (default: the base run's)."),
     ] = None,
     eval_frac: Annotated[
         float, typer.Option("--eval-frac", help="Share of aligned groups held apart.")

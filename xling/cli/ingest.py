@@ -91,7 +91,8 @@ def ingest(
     layers: Annotated[
         str | None,
         typer.Option(
-            help="Layers, e.g. 0-5,12 (layer L = output of decoder block L) [default: the SAEs' layers]."
+            help="Layers, e.g. 0-5,12; layer L is the output of decoder block L "
+            "(default: the SAEs' layers)."
         ),
     ] = None,
     features: Annotated[
@@ -127,7 +128,7 @@ def ingest(
         ),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Phrases per forward pass [default: 32].")
+        int | None, typer.Option(help="Phrases per forward pass (default: 32).")
     ] = None,
     max_tokens: Annotated[int, typer.Option(help="Truncate phrases to this many tokens.")] = 256,
     chunk_rows: Annotated[
@@ -137,7 +138,7 @@ def ingest(
         str, typer.Option(help="Model dtype: float32, bfloat16 or float16.")
     ] = "float32",
     device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:N, mps or auto [default: cpu].")
+        str | None, typer.Option(help="cpu, cuda, cuda:N, mps or auto (default: cpu).")
     ] = None,
     revision: Annotated[
         str | None, typer.Option(help="Hub revision (branch, tag or commit).")

@@ -8,19 +8,9 @@ from typing import Annotated
 import typer
 
 from xling.cli.common import DbOpt, Format, FormatOpt, RunOpt, open_warehouse, render
+from xling.cli.options import LayerOpt, Scoring, Stat, StatOpt, scoring_options
 
 app = typer.Typer(help="The paper's metrics from the SQL views.", no_args_is_help=True)
-
-
-class Mode(enum.StrEnum):
-    origin = "origin"
-    english_topk = "english-topk"
-    group_topk = "group-topk"
-
-
-class Stat(enum.StrEnum):
-    max = "max"
-    mean = "mean"
 
 
 class Kind(enum.StrEnum):
@@ -28,24 +18,6 @@ class Kind(enum.StrEnum):
     neurons = "neurons"
 
 
-LayerOpt = Annotated[
-    int | None,
-    typer.Option("--layer", "-l", min=0, help="Only this layer (default: every layer of the run)."),
-]
-ModeOpt = Annotated[
-    Mode | None,
-    typer.Option(
-        "--mode",
-        help="Feature selection for A(L, l): origin (the phrases' origin features), "
-        "english-topk (each group's top-k on its --ref phrase, which favours --ref) or "
-        "group-topk (top-k of the mean over the group's languages; no language favoured). "
-        "Default: origin when the run's phrases carry origins, else english-topk.",
-    ),
-]
-StatOpt = Annotated[
-    Stat, typer.Option("--stat", help="Pooled activation: max (act_max) or mean (act_mean).")
-]
-KOpt = Annotated[int, typer.Option("--k", min=1, help="topk modes: features per group.")]
 RefOpt = Annotated[
     str,
     typer.Option(
@@ -81,17 +53,12 @@ def _title(
     return f"{what} — " + ", ".join(parts)
 
 
-def _mode(mode: Mode | None) -> str | None:
-    return mode.value if mode else None
-
-
 @app.command()
+@scoring_options
 def gap(
     layer: LayerOpt = None,
     run: RunOpt = None,
-    mode: ModeOpt = None,
-    stat: StatOpt = Stat.max,
-    k: KOpt = 16,
+    scoring: Scoring | None = None,
     ref: RefOpt = "en",
     include_ref: Annotated[
         bool, typer.Option("--include-ref", help="Count the reference language in H (or W).")
@@ -114,9 +81,7 @@ def gap(
             wh,
             run,
             layer,
-            _mode(mode),
-            stat.value,
-            k,
+            **scoring,
             ref=ref,
             include_ref=include_ref,
             ci=ci,
@@ -128,19 +93,18 @@ def gap(
             "activation gap",
             run,
             f"{df['mode'].iloc[0]}, ref {ref}" if len(df) else None,
-            stat.value,
+            scoring["stat"],
             layer,
         )
     render(df, fmt, title=title, name="gap_by_layer")
 
 
 @app.command()
+@scoring_options
 def languages(
     layer: LayerOpt = None,
     run: RunOpt = None,
-    mode: ModeOpt = None,
-    stat: StatOpt = Stat.max,
-    k: KOpt = 16,
+    scoring: Scoring | None = None,
     ref: RefOpt = "en",
     ci: CiOpt = False,
     n_boot: NBootOpt = 1000,
@@ -156,15 +120,13 @@ def languages(
     from xling.analysis import queries
 
     with open_warehouse(db) as wh:
-        df = queries.languages(
-            wh, run, layer, _mode(mode), stat.value, k, ref=ref, ci=ci, n_boot=n_boot, seed=seed
-        )
+        df = queries.languages(wh, run, layer, **scoring, ref=ref, ci=ci, n_boot=n_boot, seed=seed)
         title = _title(
             wh,
             f"gap against {ref}",
             run,
             f"{df['mode'].iloc[0]}, ref {ref}" if len(df) else None,
-            stat.value,
+            scoring["stat"],
             layer,
         )
     render(df, fmt, title=title, name="gap_by_lang_summary")
@@ -252,13 +214,12 @@ def lape(
 
 
 @app.command()
+@scoring_options
 def compare(
     base: Annotated[int, typer.Option("--base", help="Run of the base model.")],
     tuned: Annotated[int, typer.Option("--tuned", help="Run of the tuned (or steered) model.")],
     layer: LayerOpt = None,
-    mode: ModeOpt = None,
-    stat: StatOpt = Stat.max,
-    k: KOpt = 16,
+    scoring: Scoring | None = None,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
@@ -270,11 +231,11 @@ def compare(
     from xling.analysis import queries
 
     with open_warehouse(db) as wh:
-        df = queries.compare(wh, base, tuned, layer, _mode(mode), stat.value, k)
+        df = queries.compare(wh, base, tuned, layer, **scoring)
         from xling.analysis.plots import effect_kind
 
         what = f"{effect_kind(wh, tuned)} effect"
-        title = f"{_title(wh, what, tuned, stat=stat.value, layer=layer)} vs base run {base}"
+        title = f"{_title(wh, what, tuned, stat=scoring['stat'], layer=layer)} vs base run {base}"
     render(df, fmt, title=title, name="compare_runs")
 
 

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from xling.cli.common import DbOpt, ForceOpt, RunOpt, open_warehouse
-from xling.cli.plot import Style, StyleOpt
-from xling.cli.query import KOpt, ModeOpt, Stat, StatOpt
+from xling.cli.options import KOpt, ModeOpt, Stat, StatOpt, Style, StyleOpt
 
 
 def report(

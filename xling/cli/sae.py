@@ -29,11 +29,11 @@ def train(
         ),
     ],
     layers: Annotated[str, typer.Option(help="Layers to train an SAE for, e.g. 0,4,8 or 0-5.")],
-    d_sae: Annotated[int | None, typer.Option(help="SAE width [default: 8 x d_model].")] = None,
+    d_sae: Annotated[int | None, typer.Option(help="SAE width (default: 8 x d_model).")] = None,
     k: Annotated[
         int | None,
         typer.Option(
-            help="BatchTopK SAE with k active features per token on average [default: 32]."
+            help="BatchTopK SAE with k active features per token on average (default: 32)."
         ),
     ] = None,
     l1: Annotated[
@@ -56,7 +56,7 @@ def train(
     ] = 10,
     out: Annotated[
         str | None,
-        typer.Option(help="Directory for the SAEs [default: XLING_HOME/saes/<model>/<time>]."),
+        typer.Option(help="Directory for the SAEs (default: XLING_HOME/saes/<model>/<time>)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Phrases per forward pass.")] = 32,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,

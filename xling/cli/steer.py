@@ -49,7 +49,7 @@ def add(
         typer.Option(
             "--layers",
             "--layer",
-            help="neurons: layers to steer [default: every layer with LAPE neurons]; "
+            help="neurons: layers to steer (default: every layer with LAPE neurons); "
             "residual: the one layer (required).",
         ),
     ] = None,
