@@ -303,7 +303,7 @@ def aligned_pairs(
     row_of = {int(pid): i for i, pid in enumerate(en_ids)}
     # The column name comes from a fixed mapping, never from user text.
     stored = wh.sql(
-        f"SELECT phrase_id, feature, {STAT_COLUMNS[stat]} AS act FROM feature_acts "
+        f"SELECT phrase_id, feature, {STAT_COLUMNS[stat]} AS act FROM feature_values "
         "WHERE run_id = ? AND layer = ? AND list_contains(?, phrase_id)",
         [run_id, layer, en_ids.tolist()],
     )

@@ -182,6 +182,16 @@ def test_lean_run_reads_back_as_the_lossless_run(tmp_path, lm, tiny_model_dir, t
         q = "SELECT layer, lang, score FROM activation_scores(mode := ?, stat := ?, k := 16, at_run := ?) ORDER BY layer, lang"
         a, b = wh.sql(q, [mode, stat, 1]), wh.sql(q, [mode, stat, 2])
         assert len(a) > 0 and a.equals(b), (mode, stat)
+    # the aligned fine-tune reads a lean base run's English activations like a lossless one's
+    from xling.finetune.align import aligned_pairs
+
+    layer = int(wh.scalar("SELECT min(layer) FROM feature_values WHERE run_id = 1"))
+    d_sae = int(wh.scalar("SELECT max(feature) + 1 FROM feature_values WHERE run_id = 1"))
+    for stat in ("max", "mean"):
+        a = aligned_pairs(wh, 1, layer, None, stat, d_sae)
+        b = aligned_pairs(wh, 2, layer, None, stat, d_sae)
+        assert len(a) > 0 and a.a_orig.any()
+        np.testing.assert_array_equal(a.a_orig, b.a_orig)
     wh.delete_run(2)
     assert wh.scalar("SELECT count(*) FROM feature_acts_single") == 0
 
