@@ -11,6 +11,7 @@ one process (which holds the file only to read its next phrases and to commit:
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -112,7 +113,7 @@ def test_query_gap_during_a_real_ingest(tmp_path, tiny_model_dir, tiny_sae_dirs)
 
     db = tmp_path / "w.duckdb"
     with Warehouse(db) as wh:
-        insert_phrases(wh, cldr_phrases(120))
+        insert_phrases(wh, cldr_phrases(60))
     ingest = _xling(
         "ingest", "--db", db, "--model", tiny_model_dir, "--sae-dir", tiny_sae_dirs[0].parent,
         "--batch-size", "2", "--chunk-rows", "1",
@@ -130,6 +131,11 @@ def test_query_gap_during_a_real_ingest(tmp_path, tiny_model_dir, tiny_sae_dirs)
         out, err = reader.communicate(timeout=120)
         assert reader.returncode == 0, err
         assert "gap_pct" in out and time.monotonic() - start < 60
+        # ... and a table says the run is still being written, and how far it got
+        shown = _xling("--wait", "30", "query", "gap", "--db", db, "--run", "1")
+        s_out, s_err = shown.communicate(timeout=120)
+        assert shown.returncode == 0, s_err
+        assert re.search(r"run 1 \(.*\), running: [\d,]+ of 600 phrases committed", s_out), s_out
         w_out, w_err = writer.communicate(timeout=120)
         assert writer.returncode == 1 and len(w_err.splitlines()) == 1, (w_out, w_err)
         assert f"is being written by PID {ingest.pid} (" in w_err

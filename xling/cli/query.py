@@ -47,6 +47,10 @@ def _title(
     rec = wh.run(run_id)
     model = rec["model"] + (f" + {rec['adapter']}" if rec.get("adapter") else "")
     parts = [f"run {run_id} ({model})"]
+    if rec.status != "finished":
+        # An ingest still writing it (or one that stopped): the numbers cover what it committed.
+        total = f" of {rec.n_selected:,}" if rec.n_selected else ""
+        parts.append(f"{rec.status}: {rec.n_phrases:,}{total} phrases committed")
     parts += [p for p in (mode, stat) if p]
     if layer is not None:
         parts.append(f"layer {layer}")
