@@ -100,9 +100,16 @@ class WarehouseSink:
         merged = {name: pa.concat_tables(parts) for name, parts in tables.items() if parts}
         prepared = {}
         for name, t in merged.items():
-            if name != "phrase_tokens":
+            if name == "residuals":
                 # Layer-ordered chunks let DuckDB's zone maps skip other layers' rows.
                 t = t.sort_by([("layer", "ascending"), ("phrase_id", "ascending")])
+            elif name == "feature_acts":
+                # Layer first for the zone maps; then by feature, so that feature ids repeat
+                # in runs and phrase ids climb in small steps, which DuckDB stores in fewer
+                # bytes than the other way round (bench/storage.py: lossless-lfp).
+                t = t.sort_by(
+                    [("layer", "ascending"), ("feature", "ascending"), ("phrase_id", "ascending")]
+                )
             encoded = (
                 encode_tables(t, self.encoding, merged["phrase_tokens"])
                 if name == "feature_acts"
