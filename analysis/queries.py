@@ -703,9 +703,19 @@ def compare(
     mode: str | None = None,
     stat: str = "max",
     k: int = DEFAULT_K,
+    *,
+    ci: bool = False,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
 ) -> pd.DataFrame:
     """A tuned run against its base over the same phrases, per layer and language:
-    base_score, tuned_score, improvement_pct, en_retention_pct, en_cosine, n_en_phrases."""
+    base_score, tuned_score, improvement_pct, en_retention_pct, en_cosine, n_en_phrases,
+    split_id (the held-apart split scored, see compare_runs.sql).
+
+    With `ci`: improvement_pct_lo/_hi and en_retention_pct_lo/_hi, 95 % percentile-bootstrap
+    intervals over the scored groups, resampled together in both runs (the same groups'
+    before and after) and in every language, so the interval is that of the paired change.
+    """
     _check_score_args(stat, k)
     base, tuned = _run(wh, base), _run(wh, tuned)
     if base == tuned:
@@ -736,7 +746,77 @@ def compare(
         "ORDER BY layer, lang",
         [base, tuned, mode, stat, k, layer],
     )
-    return df.drop(columns=["base_run", "tuned_run"])
+    df = df.drop(columns=["base_run", "tuned_run"])
+    if ci and not df.empty:
+        split = df["split_id"].iloc[0]
+        import pandas as pd
+
+        split = None if pd.isna(split) else int(split)  # NA: a pair not made by a round
+        improvement, retention = _compare_samples(
+            wh, base, tuned, mode, stat, k, layer, split, n_boot, seed
+        )
+        df = _with_interval(df, ["layer", "lang"], improvement, "improvement_pct")
+        df = _with_interval(df, ["layer"], retention, "en_retention_pct")
+    return df
+
+
+def _compare_samples(
+    wh: Warehouse,
+    base: int,
+    tuned: int,
+    mode: str,
+    stat: str,
+    k: int,
+    layer: int | None,
+    split: int | None,
+    n_boot: int,
+    seed: int,
+) -> tuple[dict, dict]:
+    """Bootstrap resamples of compare's improvement_pct {(layer, lang): [n_boot]} and
+    en_retention_pct {(layer,): [n_boot]}: one weight matrix over the scored groups applied
+    to both runs' per-group terms (activation_group_scores, the base run's top-k features)."""
+    from xling.analysis.stats import check_boot_args, group_weights, weighted_unit_means
+
+    check_boot_args(n_boot, seed)
+    query = (
+        "SELECT layer, lang, group_id, coalesce(feature, -1) AS unit, act_sum, n_targets "
+        "FROM activation_group_scores(mode := ?, stat := ?, k := ?, select_run := ?, "
+        "at_run := ?, at_layer := ?, at_split := ?) WHERE run_id = ?"
+    )
+    terms = {
+        run: wh.sql(query, [mode, stat, k, base, run, layer, split, run]) for run in (base, tuned)
+    }
+    groups = np.unique(np.concatenate([t["group_id"].to_numpy() for t in terms.values()]))
+    weights = group_weights(len(groups), n_boot, seed)
+    means: dict[int, dict[tuple[int, str], np.ndarray]] = {}
+    for run, t in terms.items():
+        gidx = np.searchsorted(groups, t["group_id"].to_numpy())
+        t = t.assign(gidx=gidx)
+        means[run] = {
+            (int(lay), str(lang)): weighted_unit_means(
+                weights,
+                g["gidx"].to_numpy(),
+                g["unit"].to_numpy(),
+                g["act_sum"].to_numpy(np.float64),
+                g["n_targets"].to_numpy(np.float64),
+            )
+            for (lay, lang), g in t.groupby(["layer", "lang"], sort=True)
+        }
+
+    def change(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(
+                before != 0, 100 * (after - before) / np.where(before != 0, before, 1), np.nan
+            )
+
+    before, after = means[base], means[tuned]
+    improvement = {key: change(before[key], after[key]) for key in before if key in after}
+    retention = {
+        (lay,): 100 + change(before[(lay, lang)], after[(lay, lang)])
+        for lay, lang in before
+        if lang == "en" and (lay, lang) in after
+    }
+    return improvement, retention
 
 
 # -- features of a language ----------------------------------------------------------------

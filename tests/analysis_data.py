@@ -288,11 +288,15 @@ def ref_scores(
     k: int = 16,
     select_run: int | None = None,
     ref: str = "en",
+    weights: dict[str, float] | None = None,
 ) -> dict[tuple[int, str], float]:
     """{(layer, lang): A(L, l)} from the raw rows (topk modes: F_g picked on `ref`'s phrase,
-    or on the mean over the whole group for group-topk)."""
+    or on the mean over the whole group for group-topk). `weights`: each group counted that
+    many times (a bootstrap resample; groups not named count 0)."""
     select_run = select_run or run
     phrases = toy.run_phrases(run)
+    if weights is not None:
+        phrases = [q for q in phrases for _ in range(int(weights.get(q["group_id"], 0)))]
     out: dict[tuple[int, str], float] = {}
     for layer in toy.layers(run):
         if mode == "origin":

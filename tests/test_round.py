@@ -125,6 +125,15 @@ def test_align_round_links_splits_and_compares_on_held_apart_groups(corpus_wh, b
         np.testing.assert_allclose(
             table.loc["ml", "en_retention_pct"], 100 * after["en"] / base["en"], rtol=1e-4
         )
+    # The target layer's effect comes with bootstrap intervals around the same numbers.
+    target = r.target.set_index("lang")
+    at = r.compare[r.compare.layer == 2].set_index("lang")
+    np.testing.assert_allclose(target.improvement_pct, at.loc[target.index, "improvement_pct"])
+    shown = target.dropna(subset=["improvement_pct"])
+    assert (shown.improvement_pct_lo <= shown.improvement_pct + 1e-9).all()
+    assert (shown.improvement_pct <= shown.improvement_pct_hi + 1e-9).all()
+    assert (target.en_retention_pct_lo <= target.en_retention_pct + 1e-9).all()
+    assert (target.en_retention_pct <= target.en_retention_pct_hi + 1e-9).all()
     # All groups on request differ from the held-apart default.
     every = wh.sql(
         "SELECT * FROM compare_runs(?, ?, groups := 'all') WHERE layer = 2 AND lang = 'ml'",

@@ -345,6 +345,39 @@ def test_compare_matches_reference(toy_wh, mode):
         assert rows["n_en_phrases"].iloc[0] == len(cosines)
 
 
+@pytest.mark.parametrize("mode", ["origin", "english-topk"])
+def test_compare_intervals_resample_the_same_groups_in_both_runs(toy_wh, mode, monkeypatch):
+    wh, toy = toy_wh
+    from xling.analysis import stats
+
+    groups = sorted({p["group_id"] for p in toy.phrases.values()})
+    w = np.array([[2.0, 0.0, 1.0][i % 3] for i in range(len(groups))])  # one fixed resample
+    monkeypatch.setattr(stats, "group_weights", lambda n, b, s: np.tile(w[:n], (b, 1)))
+    df = queries.compare(wh, 1, 2, mode=mode, ci=True, n_boot=10)
+    weights = dict(zip(groups, w, strict=True))
+    base = ref_scores(toy, 1, mode, "max", 16, weights=weights)
+    tuned = ref_scores(toy, 2, mode, "max", 16, select_run=1, weights=weights)
+    want = {key: 100 * (tuned[key] - base[key]) / base[key] for key in base if base[key]}
+    got = {
+        key: v for key, v in _by(df, "layer", "lang", col="improvement_pct_lo").items()
+        if not math.isnan(v)
+    }  # fmt: skip
+    # every resample is this one: lo = hi = the resampled change (float32 activations; a
+    # change of -10 % from two sums of them carries ~1e-7 of their rounding)
+    _close(got, want, rel=1e-6)
+    for layer in (0, 1):
+        row = df[df.layer == layer].iloc[0]
+        resampled = 100 * tuned[(layer, "en")] / base[(layer, "en")]
+        assert row["en_retention_pct_lo"] == pytest.approx(resampled, rel=1e-6)
+        assert row["en_retention_pct_hi"] == pytest.approx(resampled, rel=1e-6)
+    monkeypatch.undo()
+    df = queries.compare(wh, 1, 2, mode=mode, ci=True, n_boot=300)
+    shown = df.dropna(subset=["improvement_pct"])
+    assert (shown["improvement_pct_lo"] <= shown["improvement_pct"] + 1e-9).all()
+    assert (shown["improvement_pct"] <= shown["improvement_pct_hi"] + 1e-9).all()
+    assert (shown["improvement_pct_hi"] > shown["improvement_pct_lo"]).any()
+
+
 def test_compare_on_english_topk_uses_the_base_runs_features(toy_wh):
     wh, _ = toy_wh
     df = queries.compare(wh, 1, 2, layer=0, mode="english-topk", k=2)

@@ -224,18 +224,22 @@ def compare(
     tuned: Annotated[int, typer.Option("--tuned", help="Run of the tuned (or steered) model.")],
     layer: LayerOpt = None,
     scoring: Scoring | None = None,
+    ci: CiOpt = False,
+    n_boot: NBootOpt = 1000,
+    seed: SeedOpt = 0,
     db: DbOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """A tuned run against its base run over the same phrases.
 
     Activation improvement per language, English retention and the cosine of English SAE
-    vectors before and after.
+    vectors before and after (on a round's held-apart groups when the tuned run has a split;
+    --ci resamples those groups in both runs together).
     """
     from xling.analysis import queries
 
     with open_warehouse(db) as wh:
-        df = queries.compare(wh, base, tuned, layer, **scoring)
+        df = queries.compare(wh, base, tuned, layer, **scoring, ci=ci, n_boot=n_boot, seed=seed)
         from xling.analysis.plots import effect_kind
 
         what = f"{effect_kind(wh, tuned)} effect"

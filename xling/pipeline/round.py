@@ -139,6 +139,8 @@ class RoundResult:
     """round_capability: one row per language (None when capability was off)."""
     seconds: float
     losses: list[dict[str, float]] = field(default_factory=list)
+    target: pd.DataFrame | None = None
+    """compare at the target layer with 95 % bootstrap intervals over the eval groups."""
 
 
 def get_split(wh: Warehouse, base_run: int, eval_frac: float, seed: int) -> int:
@@ -356,6 +358,7 @@ def run_round(
             )
             con.unregister("nll_rows")
     log.info("round %d: run %d -> run %d in %.0f s", round_id, cfg.base_run, tuned_run, seconds)
+    effect = compare(wh, cfg.base_run, tuned_run)
     return RoundResult(
         round_id=round_id,
         base_run=cfg.base_run,
@@ -363,11 +366,27 @@ def run_round(
         split_id=split_id,
         artifact=artifact,
         finetune_id=finetune_id,
-        compare=compare(wh, cfg.base_run, tuned_run),
+        compare=effect,
         capability=round_capability(wh, round_id) if cfg.capability else None,
         seconds=seconds,
         losses=losses,
+        target=(
+            _target_effect(wh, cfg.base_run, tuned_run, cfg.target_layer)
+            if cfg.target_layer in set(effect["layer"].astype(int))
+            else None
+        ),
     )
+
+
+def _target_effect(wh: Warehouse, base: int, tuned: int, layer: int) -> pd.DataFrame:
+    """Improvement and retention at the target layer with their bootstrap intervals (the
+    held-apart groups resampled in both runs together)."""
+    from xling.analysis.queries import compare
+
+    df = compare(wh, base, tuned, layer=layer, ci=True)
+    cols = ["lang", "improvement_pct", "improvement_pct_lo", "improvement_pct_hi"]
+    cols += ["en_retention_pct", "en_retention_pct_lo", "en_retention_pct_hi"]
+    return df[cols]
 
 
 def round_tables(result: RoundResult) -> list[tuple[str, pd.DataFrame]]:
@@ -386,6 +405,10 @@ def round_tables(result: RoundResult) -> list[tuple[str, pd.DataFrame]]:
         ("activation improvement % per language (held-apart groups)", improvement),
         ("English retention % per layer", retention),
     ]
+    if result.target is not None:
+        tables.append(
+            ("at the target layer, 95 % bootstrap intervals over held-apart groups", result.target)
+        )
     if result.capability is not None:
         tables.append(("capability on the held-apart groups", result.capability))
     return tables
