@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 from analysis_data import TOY_CONFIGS, toy_data
+from concurrency import committed_chunks
 
 from xling.warehouse import Warehouse
 
@@ -96,18 +96,6 @@ def test_query_gets_in_between_a_writers_commits(toy_db, tmp_path):
         writer.wait()
 
 
-def _committed_chunks(db: Path) -> int | None:
-    """Chunks the newest run has committed, read as a reader would; None while locked."""
-    try:
-        con = duckdb.connect(str(db), read_only=True)
-    except duckdb.IOException:
-        return None
-    try:
-        return con.execute("SELECT count(*) FROM run_chunks").fetchone()[0]
-    finally:
-        con.close()
-
-
 def test_query_gap_during_a_real_ingest(tmp_path, tiny_model_dir, tiny_sae_dirs):
     from tinymodel import cldr_phrases, insert_phrases
 
@@ -120,7 +108,7 @@ def test_query_gap_during_a_real_ingest(tmp_path, tiny_model_dir, tiny_sae_dirs)
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
-        while not _committed_chunks(db):
+        while not committed_chunks(db):
             assert ingest.poll() is None, ingest.communicate()[1]
             assert time.monotonic() < deadline, "the ingest never committed"
             time.sleep(0.05)

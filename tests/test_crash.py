@@ -25,6 +25,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from concurrency import committed_chunks
 
 from xling.warehouse import Warehouse
 
@@ -470,18 +471,6 @@ def _holder_args(db: Path, model_dir: Path, sae_dirs: dict) -> list:
     ]  # fmt: skip
 
 
-def _committed_chunks(db: Path) -> int | None:
-    """Chunks committed so far, read as a reader would; None while the file is held."""
-    try:
-        con = duckdb.connect(str(db), read_only=True)
-    except duckdb.IOException:
-        return None
-    try:
-        return con.execute("SELECT count(*) FROM run_chunks").fetchone()[0]
-    finally:
-        con.close()
-
-
 def check_second_processes(db: Path, tmp_path: Path, pid: int, alive, command: str) -> None:
     """While the ingest `pid` is writing `db`: writers (the Python API and `xling`, fresh
     processes) are refused at once with one line naming the holder, readers get in between
@@ -489,7 +478,7 @@ def check_second_processes(db: Path, tmp_path: Path, pid: int, alive, command: s
     from xling.warehouse.errors import WarehouseLocked
 
     deadline = time.monotonic() + 120
-    while not _committed_chunks(db):
+    while not committed_chunks(db):
         assert alive(), "the ingest ended before it was checked"
         assert time.monotonic() < deadline, "the ingest never committed a chunk"
         time.sleep(0.02)
