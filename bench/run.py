@@ -350,7 +350,7 @@ def queries(rows: int, layers: int, tmp: Path, repeat: int) -> dict:
         out[f"{tag}_gap_all"] = t["gap_all"]
         with Warehouse(db, read_only=True) as wh:
             wh.con.execute("SET threads = 2")
-            ours = q.gap(wh, run=1).sort_values("layer")["gap_pct"].to_numpy()
+            ours = q.gap(wh, run=1, include_ref=True).sort_values("layer")["gap_pct"].to_numpy()
             hand = wh.sql(query_gap.HAND_GAP_ALL, {"run": 1})["gap_pct"].to_numpy()
             assert np.allclose(ours, hand, rtol=1e-9), (ours, hand)
             out[f"{tag}_hand_all"] = query_gap.timed(
