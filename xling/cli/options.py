@@ -18,6 +18,8 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -105,9 +107,19 @@ def option_group(
         if name not in inspect.signature(fn).parameters:
             raise TypeError(f"{fn.__name__} has no parameter {name!r} for its options")
         # The command's annotations are strings (`from __future__ import annotations`): Typer
-        # needs them evaluated, all but the group's own, which may name a type-checking-only
-        # import. A command another group decorated already has them evaluated.
-        namespace = inspect.unwrap(fn).__globals__
+        # needs them evaluated in the command's module, all but the group's own, which may
+        # name a type-checking-only import. A command another group decorated already has
+        # them evaluated.
+        own = {
+            p.name: p.annotation
+            for p in inspect.signature(fn).parameters.values()
+            if p.name != name and p.annotation is not inspect.Parameter.empty
+        }
+        hints = typing.get_type_hints(
+            types.SimpleNamespace(__annotations__=own),
+            globalns=inspect.unwrap(fn).__globals__,
+            include_extras=True,
+        )
         params: list[inspect.Parameter] = []
         for p in inspect.signature(fn).parameters.values():
             if p.name == name:
@@ -116,7 +128,7 @@ def option_group(
                     for o, (t, d) in options.items()
                 ]
                 continue
-            hint = eval(p.annotation, namespace) if isinstance(p.annotation, str) else p.annotation
+            hint = hints.get(p.name, p.annotation)
             params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hint))
 
         @functools.wraps(fn)
