@@ -1100,6 +1100,9 @@ def test_ctrl_c_during_corpus_load_is_one_line_and_loads_nothing(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+        # A suite started in the background (`make test &`) ignores SIGINT, and so would the
+        # child: give it the default, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Interrupt once the load is under way: the command holds the warehouse open from before
     # the file is read until the load ends.

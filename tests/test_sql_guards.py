@@ -304,9 +304,15 @@ def test_ctrl_c_cancels_a_running_query(db, cli):
         time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=interrupt_when_running, daemon=True).start()
-    start = time.monotonic()
-    res = cli("sql", SLOW, "--db", db)
+    # A suite started in the background (`make test &`) ignores SIGINT: use Python's own
+    # handler, as a terminal's process has.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_when_running, daemon=True).start()
+        start = time.monotonic()
+        res = cli("sql", SLOW, "--db", db)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert_one_error_line(res, r"cancelled \(Ctrl-C\)")
     assert time.monotonic() - start < 20
 
