@@ -280,7 +280,7 @@ def score_samples(
     groups with one weight matrix for every layer and language, so the gaps derived from
     these samples resample the same groups in every language.
     """
-    from xling.analysis.stats import check_boot_args, group_weights, weighted_unit_means
+    from xling.analysis.stats import check_boot_args, group_weights
 
     check_boot_args(n_boot, seed)
     args, params = sel.args()
@@ -289,23 +289,31 @@ def score_samples(
         f"FROM activation_group_scores({args})",
         params,
     )
-    groups, gidx = np.unique(terms["group_id"].to_numpy(), return_inverse=True)
-    weights = group_weights(len(groups), n_boot, seed)
-    terms = terms.assign(gidx=gidx)
-    keys: list[tuple[int, str]] = []
-    cols = []
-    for (layer, lang), t in terms.groupby(["layer", "lang"], sort=True):
-        keys.append((int(layer), str(lang)))
-        cols.append(
-            weighted_unit_means(
-                weights,
-                t["gidx"].to_numpy(),
-                t["unit"].to_numpy(),
-                t["act_sum"].to_numpy(np.float64),
-                t["n_targets"].to_numpy(np.float64),
-            )
+    groups = np.unique(terms["group_id"].to_numpy())
+    means = _resampled_scores(terms, groups, group_weights(len(groups), n_boot, seed))
+    keys = list(means)
+    return keys, (np.stack(list(means.values()), axis=1) if keys else np.zeros((n_boot, 0)))
+
+
+def _resampled_scores(
+    terms: pd.DataFrame, groups: np.ndarray, weights: np.ndarray
+) -> dict[tuple[int, str], np.ndarray]:
+    """{(layer, lang): [n_boot] A(L, l)} from activation_group_scores rows (layer, lang,
+    group_id, unit, act_sum, n_targets), group g weighted by weights[:, index of g in the
+    sorted `groups`]."""
+    from xling.analysis.stats import weighted_unit_means
+
+    terms = terms.assign(gidx=np.searchsorted(groups, terms["group_id"].to_numpy()))
+    return {
+        (int(layer), str(lang)): weighted_unit_means(
+            weights,
+            t["gidx"].to_numpy(),
+            t["unit"].to_numpy(),
+            t["act_sum"].to_numpy(np.float64),
+            t["n_targets"].to_numpy(np.float64),
         )
-    return keys, (np.stack(cols, axis=1) if cols else np.zeros((n_boot, 0)))
+        for (layer, lang), t in terms.groupby(["layer", "lang"], sort=True)
+    }
 
 
 def _with_interval(
@@ -775,7 +783,7 @@ def _compare_samples(
     """Bootstrap resamples of compare's improvement_pct {(layer, lang): [n_boot]} and
     en_retention_pct {(layer,): [n_boot]}: one weight matrix over the scored groups applied
     to both runs' per-group terms (activation_group_scores, the base run's top-k features)."""
-    from xling.analysis.stats import check_boot_args, group_weights, weighted_unit_means
+    from xling.analysis.stats import check_boot_args, group_weights
 
     check_boot_args(n_boot, seed)
     query = (
@@ -788,33 +796,11 @@ def _compare_samples(
     }
     groups = np.unique(np.concatenate([t["group_id"].to_numpy() for t in terms.values()]))
     weights = group_weights(len(groups), n_boot, seed)
-    means: dict[int, dict[tuple[int, str], np.ndarray]] = {}
-    for run, t in terms.items():
-        gidx = np.searchsorted(groups, t["group_id"].to_numpy())
-        t = t.assign(gidx=gidx)
-        means[run] = {
-            (int(lay), str(lang)): weighted_unit_means(
-                weights,
-                g["gidx"].to_numpy(),
-                g["unit"].to_numpy(),
-                g["act_sum"].to_numpy(np.float64),
-                g["n_targets"].to_numpy(np.float64),
-            )
-            for (lay, lang), g in t.groupby(["layer", "lang"], sort=True)
-        }
-
-    def change(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(
-                before != 0, 100 * (after - before) / np.where(before != 0, before, 1), np.nan
-            )
-
-    before, after = means[base], means[tuned]
-    improvement = {key: change(before[key], after[key]) for key in before if key in after}
+    before, after = (_resampled_scores(terms[run], groups, weights) for run in (base, tuned))
+    # 100·(after − before)/before is minus the gap of `after` below `before`
+    improvement = {key: -_ratio_gap(before[key], after[key]) for key in before if key in after}
     retention = {
-        (lay,): 100 + change(before[(lay, lang)], after[(lay, lang)])
-        for lay, lang in before
-        if lang == "en" and (lay, lang) in after
+        (lay,): 100 + improvement[(lay, lang)] for lay, lang in improvement if lang == "en"
     }
     return improvement, retention
 

@@ -134,7 +134,7 @@ class RoundResult:
     """Adapter path (align, subnetwork) or intervention name (steer)."""
     finetune_id: int | None
     compare: pd.DataFrame
-    """compare_runs on the eval groups: one row per (layer, lang)."""
+    """compare_runs on the eval groups: one row per (layer, lang), with intervals."""
     capability: pd.DataFrame | None
     """round_capability: one row per language (None when capability was off)."""
     seconds: float
@@ -358,7 +358,8 @@ def run_round(
             )
             con.unregister("nll_rows")
     log.info("round %d: run %d -> run %d in %.0f s", round_id, cfg.base_run, tuned_run, seconds)
-    effect = compare(wh, cfg.base_run, tuned_run)
+    # One compare for every layer; its intervals resample the held-apart groups in both runs.
+    effect = compare(wh, cfg.base_run, tuned_run, ci=True)
     return RoundResult(
         round_id=round_id,
         base_run=cfg.base_run,
@@ -370,23 +371,17 @@ def run_round(
         capability=round_capability(wh, round_id) if cfg.capability else None,
         seconds=seconds,
         losses=losses,
-        target=(
-            _target_effect(wh, cfg.base_run, tuned_run, cfg.target_layer)
-            if cfg.target_layer in set(effect["layer"].astype(int))
-            else None
-        ),
+        target=_target_effect(effect, cfg.target_layer),
     )
 
 
-def _target_effect(wh: Warehouse, base: int, tuned: int, layer: int) -> pd.DataFrame:
-    """Improvement and retention at the target layer with their bootstrap intervals (the
-    held-apart groups resampled in both runs together)."""
-    from xling.analysis.queries import compare
-
-    df = compare(wh, base, tuned, layer=layer, ci=True)
+def _target_effect(effect: pd.DataFrame, layer: int | None) -> pd.DataFrame | None:
+    """Improvement and retention at the target layer with their bootstrap intervals."""
+    if layer is None or layer not in set(effect["layer"].astype(int)):
+        return None
     cols = ["lang", "improvement_pct", "improvement_pct_lo", "improvement_pct_hi"]
     cols += ["en_retention_pct", "en_retention_pct_lo", "en_retention_pct_hi"]
-    return df[cols]
+    return effect.loc[effect["layer"] == layer, cols].reset_index(drop=True)
 
 
 def round_tables(result: RoundResult) -> list[tuple[str, pd.DataFrame]]:
