@@ -259,6 +259,13 @@ def _scored(
     return df
 
 
+def _summaries_flag(wh: Warehouse, run_id: int) -> str:
+    """The from_summaries argument of the feature_lang_stats readers (LAPE over features,
+    language_features) for a run: SQL text, as in _scored, so DuckDB reads one branch. Their
+    per-(layer, feature, language) sums need finished summaries, not any top-k."""
+    return "true" if has_summaries(wh.con, run_id, 0) else "false"
+
+
 _VS_ENGLISH = "the gap against English needs A(L, en); load English text into the corpus"
 _GAP = "gap_by_layer"
 _BY_LANG = "gap_by_lang"
@@ -686,9 +693,11 @@ def lape(
         if lang is not None:
             _check_lang(wh, run_id, lang)
     where, params = _filters(run_id=run_id, kind=kind, layer=layer)
+    summaries = _summaries_flag(wh, run_id) if kind == "features" else "false"
     df = wh.sql(
         f"SELECT run_id, layer, unit, lang, p, entropy, bar "
-        f"FROM lape_selected(top_rate := ?, filter_rate := ?){where} "
+        f"FROM lape_selected(top_rate := ?, filter_rate := ?, from_summaries := {summaries})"
+        f"{where} "
         "ORDER BY lang, layer, unit",
         [float(top_rate), float(filter_rate), *params],
     )
@@ -836,8 +845,10 @@ def features(
     _check_lang(wh, run_id, lang)
     order = "deficit DESC, feature" if under else "lang_share DESC, lang_fire_rate DESC, feature"
     support = "en_active_phrases" if under else "lang_active_phrases"
+    summaries = _summaries_flag(wh, run_id)
     return wh.sql(
-        "SELECT * FROM language_features(?, stat := ?) WHERE run_id = ? AND layer = ? "
+        f"SELECT * FROM language_features(?, stat := ?, from_summaries := {summaries}) "
+        "WHERE run_id = ? AND layer = ? "
         f"AND {'deficit > 0' if under else 'lang_mean > 0'} AND {support} >= ? "
         f"ORDER BY {order} LIMIT ?",
         [lang, stat, run_id, layer, min_support, limit],

@@ -108,7 +108,7 @@ class IngestConfig:
     shard: tuple[int, int] | None = None  # (i, n): only phrases with phrase_id % n == i
     batch_size: int = 32  # runtime
     max_tokens: int = 256  # longer phrases are truncated (the count is logged)
-    chunk_rows: int = 500_000  # runtime: rows per committed chunk (also closed at 256 MiB)
+    chunk_rows: int = 2_000_000  # runtime: rows per committed chunk (also closed at 256 MiB)
     adapter: str | None = None  # fine-tune merged in first: a LoRA dir or a subnetwork delta
     steer: str | None = None  # stored intervention (`xling steer add`) hooked in throughout
     encoding: str = "lossless"  # feature values: lossless | compact (xling.warehouse.encoding)

@@ -105,8 +105,10 @@ class WarehouseSink:
                 t = t.sort_by([("layer", "ascending"), ("phrase_id", "ascending")])
             elif name == "feature_acts":
                 # Layer first for the zone maps; then by feature, so that feature ids repeat
-                # in runs and phrase ids climb in small steps, which DuckDB stores in fewer
-                # bytes than the other way round (bench/storage.py: lossless-lfp).
+                # in runs and phrase ids climb within a run. On a real Gemma 3 270M ingest
+                # (lean, 810,062 rows) this took 6.55 B per row against 6.80 B ordered
+                # (layer, phrase, feature); written in one statement the other order wins,
+                # which is why bench/storage.py's one-statement variants disagree.
                 t = t.sort_by(
                     [("layer", "ascending"), ("feature", "ascending"), ("phrase_id", "ascending")]
                 )

@@ -13,6 +13,7 @@ import json
 from collections import defaultdict
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 from analysis_data import LANGS10, Toy, ref_scores
@@ -239,6 +240,35 @@ def test_summaries_equal_raw_rows(wh, enc, seed, monkeypatch):
         assert got[key][1] == pytest.approx(smean / n_phr[lang], rel=REL)
         assert got[key][2] == n_act
         assert got[key][3] == pytest.approx(n_tokens_active / n_tok[lang], rel=REL)
+    # LAPE over features and language_features read those sums: the same rows either way
+    lape = (
+        "SELECT layer, unit, lang, p, entropy, bar FROM lape_selected(top_rate := ?, "
+        "filter_rate := 0.5, from_summaries := {}) WHERE run_id = 1 AND kind = 'features'"
+    )
+    for top_rate in (0.05, 0.5):
+        raw = wh.con.execute(lape.format("false"), [top_rate]).fetchall()
+        assert raw
+        _assert_same_rows(wh.con.execute(lape.format("true"), [top_rate]).fetchall(), raw, 3)
+    feats = (
+        "SELECT layer, feature, lang_mean, en_mean, lang_fire_rate, lang_share, "
+        "lang_active_phrases, en_active_phrases FROM language_features(?, stat := ?, "
+        "from_summaries := {}) WHERE run_id = 1"
+    )
+    for lang in ("ml", "zh"):
+        for stat in ("max", "mean"):
+            raw = wh.con.execute(feats.format("false"), [lang, stat]).fetchall()
+            assert raw
+            got = wh.con.execute(feats.format("true"), [lang, stat]).fetchall()
+            _assert_same_rows(got, raw, 2)
+
+
+def _assert_same_rows(got: list[tuple], want: list[tuple], n_keys: int) -> None:
+    """The same keys (the first `n_keys` columns) with the same values, floats to REL."""
+    by_key = {r[:n_keys]: r[n_keys:] for r in want}
+    assert len(by_key) == len(want)
+    assert {r[:n_keys]: r[n_keys:] for r in got}.keys() == by_key.keys()
+    for r in got:
+        assert r[n_keys:] == pytest.approx(by_key[r[:n_keys]], rel=REL), r[:n_keys]
 
 
 def test_compact_run_summaries_match_decoded_rows(wh):
@@ -268,3 +298,30 @@ def test_rebuild_equals_incremental(wh):
     after = _summary_scores(wh, 1, "english-topk", "max", 16)
     assert after[1] == before[1]
     _assert_close(after[0], before[0])
+
+
+def test_lape_and_language_features_read_the_summaries(wh):
+    """queries.lape and queries.features take a finished run's numbers from the summaries:
+    equal to the raw rows' until the summaries are changed behind their back."""
+    from xling.analysis import queries
+
+    toy = random_toy(5)
+    _setup(wh, toy)
+    ingest(wh, toy, 1, "lossless", 5)
+    lape_before = queries.lape(wh, run=1, top_rate=0.5, filter_rate=0.5)
+    feats_before = queries.features(wh, "ml", 0, run=1, min_support=1)
+    assert not lape_before.empty and not feats_before.empty
+    with wh.transaction() as con:  # the raw rows stay; only the summaries now say otherwise
+        con.execute(
+            "UPDATE summary_feature_lang SET n_active_tokens = 0, s_max = 0 WHERE lang = 'ml'"
+        )
+    assert wh.scalar("SELECT sum(n_active_tokens) FROM feature_lang_stats WHERE lang = 'ml'") > 0
+    lape_after = queries.lape(wh, run=1, top_rate=0.5, filter_rate=0.5)
+    assert "ml" in set(lape_before["lang"]) and "ml" not in set(lape_after["lang"])
+    assert queries.features(wh, "ml", 0, run=1, min_support=1).empty  # lang_mean 0 everywhere
+    # a run without finished summaries reads the raw rows
+    wh.con.execute("UPDATE summary_runs SET finished = false WHERE run_id = 1")
+    pd.testing.assert_frame_equal(
+        queries.lape(wh, run=1, top_rate=0.5, filter_rate=0.5), lape_before
+    )
+    pd.testing.assert_frame_equal(queries.features(wh, "ml", 0, run=1, min_support=1), feats_before)

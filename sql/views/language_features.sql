@@ -11,8 +11,11 @@
 --                        which it fired; a feature seen on one phrase is noise, not a finding
 -- Filter with WHERE run_id = ? AND layer = ?; order by deficit or lang_share.
 --
---   language_features(target_lang, stat := 'max')
-CREATE OR REPLACE MACRO language_features(target_lang, stat := 'max') AS TABLE
+--   language_features(target_lang, stat := 'max', from_summaries := false)
+-- from_summaries (a constant): read feature_lang_stats_summary (a finished run's summaries, same
+-- numbers) instead of feature_lang_stats over the raw rows; see lape_probs_of.
+CREATE OR REPLACE MACRO language_features(target_lang, stat := 'max',
+                                          from_summaries := false) AS TABLE
 SELECT f.run_id, f.layer, f.feature, f.lang_mean, f.en_mean, f.en_mean - f.lang_mean AS deficit,
        f.lang_fire_rate, f.lang_fire_rate / f.fire_rate_sum AS lang_share, f.lang_active_phrases,
        f.en_active_phrases
@@ -30,7 +33,11 @@ FROM (
         SELECT x.run_id, x.layer, x.feature, x.lang, x.fire_rate, x.n_active_phrases,
                CASE stat WHEN 'max' THEN x.mean_act_max WHEN 'mean' THEN x.mean_act_mean
                     ELSE error('stat must be max or mean') END AS mean_act
-        FROM feature_lang_stats x
+        FROM (
+            SELECT * FROM feature_lang_stats WHERE NOT from_summaries
+            UNION ALL BY NAME
+            SELECT * FROM feature_lang_stats_summary WHERE from_summaries
+        ) x
     ) s
     GROUP BY s.run_id, s.layer, s.feature
 ) f

@@ -9,18 +9,31 @@
 -- neuron_stats is summed per (run, lang, layer, neuron) first: a run killed before its end
 -- holds one partial row per committed chunk, and its counts are those rows' sums.
 -- lape_selected applies the selection.
-CREATE OR REPLACE VIEW lape_probs WITH (DEFER_BINDING) AS
+--
+--   lape_probs_of(from_summaries := false); the view lape_probs is the macro with its default.
+-- from_summaries (a constant): the features' counts come from feature_lang_stats_summary (the
+-- run's summaries, same numbers) instead of the raw rows; only for runs whose summaries are
+-- finished (analysis/queries.py decides through summaries.has_summaries). DuckDB drops the
+-- branch whose WHERE is a false constant, so only one of the two is read.
+CREATE OR REPLACE MACRO lape_probs_of(from_summaries := false) AS TABLE
 WITH feature_langs AS (
     SELECT t.run_id, p.lang, sum(t.n_tokens) AS n_tokens
     FROM phrase_tokens t JOIN phrases p USING (phrase_id)
     GROUP BY ALL
 ),
+stats AS (
+    SELECT run_id, layer, feature, lang, n_active_tokens
+    FROM feature_lang_stats WHERE NOT from_summaries
+    UNION ALL
+    SELECT run_id, layer, feature, lang, n_active_tokens
+    FROM feature_lang_stats_summary WHERE from_summaries
+),
 features AS (
     SELECT 'features' AS kind, u.run_id, u.layer, u.feature AS unit, l.lang,
            coalesce(s.n_active_tokens, 0) AS n_positive, l.n_tokens
-    FROM (SELECT DISTINCT run_id, layer, feature FROM feature_lang_stats) u
+    FROM (SELECT DISTINCT run_id, layer, feature FROM stats) u
     JOIN feature_langs l USING (run_id)
-    LEFT JOIN feature_lang_stats s USING (run_id, layer, feature, lang)
+    LEFT JOIN stats s USING (run_id, layer, feature, lang)
 ),
 neuron_sums AS (
     SELECT run_id, lang, layer, neuron, sum(n_tokens) AS n_tokens,
@@ -44,3 +57,6 @@ SELECT kind, run_id, layer, unit, lang, n_positive::BIGINT AS n_positive,
        n_tokens::BIGINT AS n_tokens, n_positive / n_tokens AS p
 FROM (SELECT * FROM features UNION ALL SELECT * FROM neurons)
 WHERE n_tokens > 0;
+
+CREATE OR REPLACE VIEW lape_probs WITH (DEFER_BINDING) AS
+SELECT * FROM lape_probs_of();

@@ -11,12 +11,13 @@
 -- Filter with WHERE run_id = ? AND kind = 'neurons'|'features' AND lang = ?. Absent
 -- neuron_stats / feature_acts rows count as p = 0 (see lape_probs).
 --
---   lape_selected(top_rate := 0.01, filter_rate := 0.95); the view lape_selected uses the
---   defaults. The reference uses filter_rate both for the filter and for the bar.
-CREATE OR REPLACE MACRO lape_selected(top_rate := 0.01, filter_rate := 0.95) AS TABLE
+--   lape_selected(top_rate := 0.01, filter_rate := 0.95, from_summaries := false); the view
+--   lape_selected uses the defaults. from_summaries: see lape_probs_of. The reference uses filter_rate both for the filter and for the bar.
+CREATE OR REPLACE MACRO lape_selected(top_rate := 0.01, filter_rate := 0.95,
+                                      from_summaries := false) AS TABLE
 WITH
 probs AS NOT MATERIALIZED (
-    SELECT * FROM lape_probs
+    SELECT * FROM lape_probs_of(from_summaries := from_summaries)
 ),
 bars AS (
     SELECT run_id, kind, p AS bar

@@ -133,7 +133,7 @@ def ingest(
     max_tokens: Annotated[int, typer.Option(help="Truncate phrases to this many tokens.")] = 256,
     chunk_rows: Annotated[
         int, typer.Option(help="Rows per committed chunk (the resume granularity).")
-    ] = 500_000,
+    ] = 2_000_000,
     dtype: Annotated[
         str, typer.Option(help="Model dtype: float32, bfloat16 or float16.")
     ] = "float32",
