@@ -696,8 +696,8 @@ def lape(
     summaries = _summaries_flag(wh, run_id) if kind == "features" else "false"
     df = wh.sql(
         f"SELECT run_id, layer, unit, lang, p, entropy, bar "
-        f"FROM lape_selected(top_rate := ?, filter_rate := ?, from_summaries := {summaries})"
-        f"{where} "
+        f"FROM lape_selected(top_rate := ?, filter_rate := ?, from_summaries := {summaries}, "
+        f"at_run := {int(run_id)}, at_kind := '{kind}'){where} "
         "ORDER BY lang, layer, unit",
         [float(top_rate), float(filter_rate), *params],
     )

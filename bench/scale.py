@@ -49,7 +49,8 @@ def ingest_ratio(gemma: bool, groups: int, repeat: int) -> str:
     return "; ".join(line.strip() for line in out.stdout.strip().splitlines())
 
 
-def section(args: argparse.Namespace) -> str:
+def section(args: argparse.Namespace, queries: dict | None = None) -> str:
+    """The section's markdown; `queries`: summary_queries.run's result when already measured."""
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
         BEGIN,
@@ -88,7 +89,7 @@ def section(args: argparse.Namespace) -> str:
         f"{r['layers_per_rg']:.2f} | {r['file_ratio']:.2f}x |"
         for n, r in lay.items()
     ]
-    q = summary_queries.run(args.query_rows, 8, 400, 2, 3)
+    q = queries or summary_queries.run(args.query_rows, 8, 400, 2, 3)
     per100 = 100e6 / q["raw_rows"]
     lines += [
         "",
@@ -103,6 +104,7 @@ def section(args: argparse.Namespace) -> str:
         (f"`query gap --layer {q['layer']}`", "gap_layer", "hand_layer"),
         ("`query gap` (all layers)", "gap_all", "hand_all"),
         ("`query languages`", "languages", "hand_languages"),
+        ("`query lape` (raw: the same macro over the raw rows)", "lape", "raw_lape"),
     ):
         lines.append(f"| {name} | {q[ours]:.3f} s | {q[hand]:.3f} s | {q[hand] / q[ours]:.0f}x |")
     if "update_s" in q:

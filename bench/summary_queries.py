@@ -10,6 +10,8 @@ its own transaction, then `finish_summaries`), and times side by side:
     query gap             all layers, vs the hand-written gap grouped by layer
     query languages       gap_by_lang_summary over the summaries vs a hand-written per-language
                           gap against English averaged over layers
+    query lape            lape_selected over features from the summaries vs the same macro
+                          over the raw rows (its selection has no shorter hand-written form)
 
 Every pair is checked equal first. The summary-reading macros are today's gap views with
 `activation_scores(` read as `activation_scores_summary(` (the rewrite the views take).
@@ -85,6 +87,14 @@ def measure(path: Path, layer: int, threads: int, repeat: int) -> dict[str, floa
         one = f"SELECT gap_pct FROM gap_by_layer({opts}, include_ref := true, at_layer := {layer})"
         every = f"SELECT layer, gap_pct FROM gap_by_layer({opts}, include_ref := true) ORDER BY 1"
         langs = f"SELECT lang, mean_gap_pct FROM gap_by_lang_summary({opts}) ORDER BY lang"
+        # LAPE over features (query lape): the shipped macro from the summaries against the
+        # same macro over the raw rows (no simpler hand-written form computes its selection)
+        lape = (
+            "SELECT layer, unit, lang, p FROM lape_selected(top_rate := 0.01, "
+            "filter_rate := 0.95, from_summaries := {}, at_run := 1, at_kind := 'features') "
+            "ORDER BY ALL"
+        )
+        lape_ours, lape_raw = lape.format("true"), lape.format("false")
         # same numbers first
         assert abs(con.execute(one).fetchone()[0] - con.execute(HAND_GAP, p).fetchone()[0]) < 1e-9
         for ours, hand in ((every, HAND_GAP_ALL), (langs, HAND_LANGUAGES)):
@@ -94,8 +104,13 @@ def measure(path: Path, layer: int, threads: int, repeat: int) -> dict[str, floa
             assert all(
                 abs(x[1] - y[1]) < 1e-9 * max(1, abs(y[1])) for x, y in zip(a, b, strict=True)
             )
+        a, b = con.execute(lape_ours).fetchall(), con.execute(lape_raw).fetchall()
+        assert a and [r[:3] for r in a] == [r[:3] for r in b], (len(a), len(b))
+        assert all(abs(x[3] - y[3]) < 1e-12 for x, y in zip(a, b, strict=True))
         out.update(
             {
+                "lape": timed(lambda: con.execute(lape_ours).fetchall(), repeat),
+                "raw_lape": timed(lambda: con.execute(lape_raw).fetchall(), 1),
                 "gap_layer": timed(lambda: con.execute(one).fetchall(), repeat),
                 "hand_layer": timed(lambda: con.execute(HAND_GAP, p).fetchall(), repeat),
                 "gap_all": timed(lambda: con.execute(every).fetchall(), repeat),
@@ -148,6 +163,7 @@ def main() -> None:
         (f"query gap --layer {t['layer']}", "gap_layer", "hand_layer"),
         ("query gap (all layers)", "gap_all", "hand_all"),
         ("query languages", "languages", "hand_languages"),
+        ("query lape (features)", "lape", "raw_lape"),
     ):
         print(
             f"  {name:24s} summaries {t[ours]:.3f} s   raw hand-written {t[hand]:.3f} s   "

@@ -10,23 +10,30 @@
 -- holds one partial row per committed chunk, and its counts are those rows' sums.
 -- lape_selected applies the selection.
 --
---   lape_probs_of(from_summaries := false); the view lape_probs is the macro with its default.
--- from_summaries (a constant): the features' counts come from feature_lang_stats_summary (the
--- run's summaries, same numbers) instead of the raw rows; only for runs whose summaries are
+--   lape_probs_of(from_summaries := false, at_run := NULL, at_kind := NULL); the view
+--   lape_probs is the macro with its defaults. at_run / at_kind: only that run / kind (a
+--   constant, so the raw-row scans see the run filter).
+-- from_summaries (a constant): the features' counts come from summary_feature_lang (the run's
+-- summaries, same numbers) instead of the raw rows; only for runs whose summaries are
 -- finished (analysis/queries.py decides through summaries.has_summaries). DuckDB drops the
 -- branch whose WHERE is a false constant, so only one of the two is read.
-CREATE OR REPLACE MACRO lape_probs_of(from_summaries := false) AS TABLE
+CREATE OR REPLACE MACRO lape_probs_of(from_summaries := false, at_run := NULL,
+                                      at_kind := NULL) AS TABLE
 WITH feature_langs AS (
     SELECT t.run_id, p.lang, sum(t.n_tokens) AS n_tokens
     FROM phrase_tokens t JOIN phrases p USING (phrase_id)
+    WHERE at_run IS NULL OR t.run_id = at_run
     GROUP BY ALL
 ),
 stats AS (
     SELECT run_id, layer, feature, lang, n_active_tokens
-    FROM feature_lang_stats WHERE NOT from_summaries
+    FROM feature_lang_stats
+    WHERE NOT from_summaries AND (at_run IS NULL OR run_id = at_run)
     UNION ALL
-    SELECT run_id, layer, feature, lang, n_active_tokens
-    FROM feature_lang_stats_summary WHERE from_summaries
+    SELECT run_id, layer, feature, lang, sum(n_active_tokens) AS n_active_tokens
+    FROM summary_feature_lang
+    WHERE from_summaries AND (at_run IS NULL OR run_id = at_run)
+    GROUP BY ALL
 ),
 features AS (
     SELECT 'features' AS kind, u.run_id, u.layer, u.feature AS unit, l.lang,
@@ -34,11 +41,13 @@ features AS (
     FROM (SELECT DISTINCT run_id, layer, feature FROM stats) u
     JOIN feature_langs l USING (run_id)
     LEFT JOIN stats s USING (run_id, layer, feature, lang)
+    WHERE at_kind IS NULL OR at_kind = 'features'
 ),
 neuron_sums AS (
     SELECT run_id, lang, layer, neuron, sum(n_tokens) AS n_tokens,
            sum(n_positive) AS n_positive
     FROM neuron_stats
+    WHERE (at_run IS NULL OR run_id = at_run) AND (at_kind IS NULL OR at_kind = 'neurons')
     GROUP BY ALL
 ),
 neuron_langs AS (
