@@ -240,6 +240,11 @@ def test_summaries_equal_raw_rows(wh, enc, seed, monkeypatch):
         assert got[key][1] == pytest.approx(smean / n_phr[lang], rel=REL)
         assert got[key][2] == n_act
         assert got[key][3] == pytest.approx(n_tokens_active / n_tok[lang], rel=REL)
+    # one row per key (lape_counts reads them without summing again)
+    keys = "SELECT DISTINCT run_id, layer, lang, feature FROM summary_feature_lang"
+    assert wh.scalar("SELECT count(*) FROM summary_feature_lang") == wh.scalar(
+        f"SELECT count(*) FROM ({keys})"
+    )
     # LAPE over features and language_features read those sums: the same rows either way
     lape = (
         "SELECT layer, unit, lang, p, entropy, bar FROM lape_selected(top_rate := ?, "

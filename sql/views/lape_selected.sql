@@ -16,51 +16,71 @@
 --   lape_selected(top_rate := 0.01, filter_rate := 0.95, from_summaries := false,
 --                 at_run := NULL, at_kind := NULL); the view lape_selected uses the defaults.
 --   from_summaries, at_run, at_kind: see lape_probs_of (at_run and at_kind only narrow what
---   is computed; the selection is per run and kind either way). The reference uses filter_rate both for the filter and for the bar.
+--   is computed; the selection is per run and kind either way).
+-- The reference uses filter_rate both for the filter and for the bar.
+--
+-- Computed from the sparse counts (lape_counts), not the grid: a zero p adds nothing to an
+-- entropy, a p_max or an assignment, and the bar needs only how many p's of the grid are 0
+-- (#p = Σ_layers #units · #languages, minus the positive ones).
 CREATE OR REPLACE MACRO lape_selected(top_rate := 0.01, filter_rate := 0.95,
                                       from_summaries := false, at_run := NULL,
                                       at_kind := NULL) AS TABLE
 WITH
-probs AS MATERIALIZED (  -- read three times below: computed once
-    SELECT * FROM lape_probs_of(from_summaries := from_summaries, at_run := at_run,
-                                at_kind := at_kind)
-),
-bars AS (
-    -- the k-th smallest p of the run and kind (a sorted list: one pass, no window sort)
-    SELECT run_id, kind,
-           list_sort(list(p))[greatest(1, round_even(count(*) * filter_rate::DOUBLE, 0))::BIGINT]
-               AS bar
-    FROM probs
-    GROUP BY run_id, kind
+counts AS MATERIALIZED (
+    SELECT kind, run_id, layer, unit, lang, n_positive / n_tokens AS p
+    FROM lape_counts(from_summaries := from_summaries, at_run := at_run, at_kind := at_kind)
 ),
 units AS MATERIALIZED (
-    -- each unit's languages' p as a list: p̂ = p / Σ p within it, in one aggregation
-    SELECT run_id, kind, layer, unit, p_max,
+    -- each unit's p over its languages as a list: p̂ = p / Σ p, in one aggregation
+    SELECT kind, run_id, layer, unit, p_max,
            -list_sum(list_transform(ps, lambda x: CASE WHEN x > 0 THEN x / s * ln(x / s)
                                                        ELSE 0 END)) AS entropy
     FROM (
-        SELECT run_id, kind, layer, unit, list(p) AS ps, sum(p) AS s, max(p) AS p_max
-        FROM probs
-        GROUP BY run_id, kind, layer, unit
+        SELECT kind, run_id, layer, unit, list(p) AS ps, sum(p) AS s, max(p) AS p_max
+        FROM counts
+        GROUP BY ALL
     )
 ),
-quotas AS (
-    SELECT run_id, kind, round_even(n_units * top_rate::DOUBLE, 0) AS n_select
-    FROM (SELECT run_id, kind, count(*) AS n_units FROM units GROUP BY run_id, kind)
+grid AS (
+    -- #p and #units per run and kind: every unit of a layer has a p in each of its languages
+    SELECT u.kind, u.run_id, sum(u.n_units * l.n_langs) AS n_cells, sum(u.n_units) AS n_units
+    FROM (SELECT kind, run_id, layer, count(*) AS n_units FROM units GROUP BY ALL) u
+    JOIN (
+        SELECT kind, run_id, layer, count(*) AS n_langs
+        FROM lape_languages(at_run := at_run, at_kind := at_kind)
+        GROUP BY ALL
+    ) l ON l.kind = u.kind AND l.run_id = u.run_id AND coalesce(l.layer, u.layer) = u.layer
+    GROUP BY ALL
+),
+bars AS (
+    -- the k-th smallest p of the grid: 0 while k reaches only zeros, else the (k − #zeros)-th
+    -- smallest positive p
+    SELECT g.kind, g.run_id,
+           CASE WHEN b.k <= g.n_cells - b.n_positive THEN 0.0
+                ELSE b.positive[(b.k - (g.n_cells - b.n_positive))::BIGINT] END AS bar
+    FROM grid g
+    JOIN (
+        SELECT c.kind, c.run_id, count(*) FILTER (WHERE c.p > 0) AS n_positive,
+               list_sort(list(c.p) FILTER (WHERE c.p > 0)) AS positive,
+               any_value(greatest(1, round_even(z.n_cells * filter_rate::DOUBLE, 0))) AS k
+        FROM counts c JOIN grid z USING (kind, run_id)
+        GROUP BY ALL
+    ) b USING (kind, run_id)
 ),
 selected AS (
     SELECT u.run_id, u.kind, u.layer, u.unit, u.entropy, b.bar
     FROM units u
-    JOIN bars b USING (run_id, kind)
-    JOIN quotas q USING (run_id, kind)
+    JOIN bars b USING (kind, run_id)
+    JOIN grid g USING (kind, run_id)
     WHERE u.p_max > b.bar
     QUALIFY row_number() OVER (PARTITION BY u.run_id, u.kind
-                               ORDER BY round(u.entropy, 12), u.layer, u.unit) <= q.n_select
+                               ORDER BY round(u.entropy, 12), u.layer, u.unit)
+            <= round_even(g.n_units * top_rate::DOUBLE, 0)
 )
-SELECT s.run_id, s.kind, s.layer, s.unit, p.lang, p.p, s.entropy, s.bar
+SELECT s.run_id, s.kind, s.layer, s.unit, c.lang, c.p, s.entropy, s.bar
 FROM selected s
-JOIN probs p USING (run_id, kind, layer, unit)
-WHERE p.p > s.bar;
+JOIN counts c USING (kind, run_id, layer, unit)
+WHERE c.p > s.bar;
 
 CREATE OR REPLACE VIEW lape_selected WITH (DEFER_BINDING) AS
 SELECT * FROM lape_selected();
