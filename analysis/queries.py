@@ -758,9 +758,19 @@ def compare(
         )
     mode = resolve_mode(wh, base, mode)
     resolve_mode(wh, tuned, mode)
+    # The summaries hold every group's numbers: usable when no round's split is scored.
+    every_group = (
+        wh.scalar(
+            "SELECT max(split_id) FROM rounds WHERE base_run = ? AND tuned_run = ?", [base, tuned]
+        )
+        is None
+    )
+    base_summaries = every_group and mode in _SUMMARY_MODES and has_summaries(wh.con, base, k)
+    tuned_summaries = every_group and mode == "origin" and has_summaries(wh.con, tuned, k)
     df = wh.sql(
-        "SELECT * FROM compare_runs(?, ?, mode := ?, stat := ?, k := ?, at_layer := ?) "
-        "ORDER BY layer, lang",
+        "SELECT * FROM compare_runs(?, ?, mode := ?, stat := ?, k := ?, at_layer := ?, "
+        f"base_summaries := {str(base_summaries).lower()}, "
+        f"tuned_summaries := {str(tuned_summaries).lower()}) ORDER BY layer, lang",
         [base, tuned, mode, stat, k, layer],
     )
     df = df.drop(columns=["base_run", "tuned_run"])

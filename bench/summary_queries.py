@@ -68,7 +68,9 @@ def keep_summaries(wh: Warehouse, chunk_rows: int) -> dict[str, float]:
     return {"update_s": update_s, "finish_s": finish_s, "chunks": -(-n // step), "rows": rows}
 
 
-def measure(path: Path, layer: int, threads: int, repeat: int) -> dict[str, float]:
+def measure(
+    path: Path, layer: int, threads: int, repeat: int, chunk_rows: int = 500_000
+) -> dict[str, float]:
     with Warehouse(path) as wh:
         con = wh.con
         con.execute(f"SET threads = {int(threads)}")
@@ -77,7 +79,9 @@ def measure(path: Path, layer: int, threads: int, repeat: int) -> dict[str, floa
         # the upkeep is measured once, when the summaries are kept, and stored beside the file
         upkeep = path.with_suffix(".upkeep.json")
         if not wh.scalar("SELECT count(*) FROM summary_runs WHERE run_id = 1"):
-            upkeep.write_text(json.dumps(keep_summaries(wh, 500_000)))
+            upkeep.write_text(
+                json.dumps(keep_summaries(wh, chunk_rows) | {"chunk_rows": chunk_rows})
+            )
         if upkeep.exists():
             out.update(json.loads(upkeep.read_text()))
         p = {"run": 1, "layer": layer}
@@ -125,7 +129,13 @@ def measure(path: Path, layer: int, threads: int, repeat: int) -> dict[str, floa
 
 
 def run(
-    rows: float, layers: int, per_phrase: int, threads: int, repeat: int, order: str = "chunked"
+    rows: float,
+    layers: int,
+    per_phrase: int,
+    threads: int,
+    repeat: int,
+    order: str = "chunked",
+    chunk_rows: int = 500_000,
 ) -> dict:
     """Build (once) and measure; the dict bench/run.py reports from."""
     DATA.mkdir(parents=True, exist_ok=True)
@@ -135,7 +145,7 @@ def run(
         t0 = time.perf_counter()
         build(path, rows=int(rows), layers=layers, per_phrase=per_phrase, order=order)
         built = time.perf_counter() - t0
-    out = measure(path, layers // 2, threads, repeat)
+    out = measure(path, layers // 2, threads, repeat, chunk_rows)
     out["build_s"] = built
     out["layer"] = layers // 2
     return out
@@ -149,14 +159,31 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--order", choices=["chunked", "layer-major"], default="chunked")
+    ap.add_argument(
+        "--chunk-rows",
+        type=float,
+        default=500_000,
+        help="rows per summary update (an ingest's --chunk-rows); larger is quicker to build",
+    )
     args = ap.parse_args()
-    t = run(args.rows, args.layers, args.per_phrase, args.threads, args.repeat, args.order)
+    t = run(
+        args.rows,
+        args.layers,
+        args.per_phrase,
+        args.threads,
+        args.repeat,
+        args.order,
+        int(args.chunk_rows),
+    )
+    if t.get("build_s"):
+        print(f"  built in {t['build_s']:.0f} s")
     print(f"{t['raw_rows'] / 1e6:.1f} M raw rows, {args.layers} layers, {args.threads} threads")
     if "update_s" in t:
         per100 = 100e6 / t["raw_rows"]
         print(
             f"  summaries kept in {t['chunks']} chunks: {t['update_s']:.1f} s "
-            f"({t['update_s'] * per100:.1f} s per 100 M rows), finish {t['finish_s']:.2f} s, "
+            f"({t['update_s'] * per100:.1f} s per 100 M rows, {t.get('chunk_rows', 500_000):,} rows "
+            f"per update), finish {t['finish_s']:.2f} s, "
             f"{t['rows']:,} summary rows"
         )
     for name, ours, hand in (

@@ -330,3 +330,43 @@ def test_lape_and_language_features_read_the_summaries(wh):
         queries.lape(wh, run=1, top_rate=0.5, filter_rate=0.5), lape_before
     )
     pd.testing.assert_frame_equal(queries.features(wh, "ml", 0, run=1, min_support=1), feats_before)
+
+
+def test_compare_reads_the_summaries_where_they_hold_the_answer(wh, monkeypatch):
+    """compare from the summaries (base: origin and english-topk; tuned: origin) gives the
+    raw rows' numbers; a round's held-apart split is scored from the raw rows."""
+    from xling.analysis import queries
+
+    toy = random_toy(4)
+    rng = np.random.default_rng(44)
+    toy.tokens[2] = dict(toy.tokens[1])
+    toy.acts[2] = {}
+    for key, (mx, _mean, n) in toy.acts[1].items():
+        if rng.random() < 0.15:
+            continue  # the tuned run lost this activation
+        v = float(rng.integers(1, 12)) / 2
+        toy.acts[2][key] = (v, v / toy.tokens[2][key[0]], n)
+    _setup(wh, toy)
+    ingest(wh, toy, 1, "lossless", 4)
+    ingest(wh, toy, 2, "lean", 5)
+    seen = []
+    real_sql = wh.sql
+
+    def spy(sql, params=None):
+        if "compare_runs(" in sql:
+            seen.append(sql)
+        return real_sql(sql, params)
+
+    monkeypatch.setattr(wh, "sql", spy)
+    for mode in ("origin", "english-topk"):
+        got = queries.compare(wh, 1, 2, mode=mode)
+        flags = "base_summaries := true, tuned_summaries := " + (
+            "true" if mode == "origin" else "false"
+        )
+        assert flags in seen[-1]
+        with monkeypatch.context() as m:
+            m.setattr(queries, "has_summaries", lambda *a, **k: False)
+            want = queries.compare(wh, 1, 2, mode=mode)
+        assert "base_summaries := false, tuned_summaries := false" in seen[-1]
+        assert len(got) == len(want) > 0
+        pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9)

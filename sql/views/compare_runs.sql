@@ -14,10 +14,19 @@
 -- of the round that made `tuned` from `base` (table rounds), every group when there is no
 -- such round; 'all' = every group. split_id says which split was used (NULL: none).
 --
+--
 --   compare_runs(base, tuned, mode := NULL, stat := 'max', k := 16, at_layer := NULL,
---                groups := 'auto')
+--                groups := 'auto', base_summaries := false, tuned_summaries := false)
+-- base_summaries / tuned_summaries (constants): score that run from its summaries (see
+-- activation_scores' from_summaries). The caller (analysis/queries.py) sets them only where
+-- the summaries hold the answer: every group scored (no held-apart split), a run with
+-- finished summaries, k <= their k_max; the tuned run only in origin mode, where the scored
+-- features are the phrases' own origins (english-topk scores it on the base run's top-k,
+-- which its summaries do not hold). en_cosine always reads the English phrases' raw rows.
 CREATE OR REPLACE MACRO compare_runs(base, tuned, mode := NULL, stat := 'max', k := 16,
-                                     at_layer := NULL, groups := 'auto') AS TABLE
+                                     at_layer := NULL, groups := 'auto',
+                                     base_summaries := false,
+                                     tuned_summaries := false) AS TABLE
 WITH
 held_apart AS (
     SELECT CASE groups
@@ -29,12 +38,14 @@ held_apart AS (
 base_scores AS (
     SELECT * FROM activation_scores(mode := mode, stat := stat, k := k, select_run := base,
                                     at_run := base, at_layer := at_layer,
-                                    at_split := (SELECT split_id FROM held_apart))
+                                    at_split := (SELECT split_id FROM held_apart),
+                                    from_summaries := base_summaries)
 ),
 tuned_scores AS (
     SELECT * FROM activation_scores(mode := mode, stat := stat, k := k, select_run := base,
                                     at_run := tuned, at_layer := at_layer,
-                                    at_split := (SELECT split_id FROM held_apart))
+                                    at_split := (SELECT split_id FROM held_apart),
+                                    from_summaries := tuned_summaries)
 ),
 en_phrases AS NOT MATERIALIZED (
     SELECT phrase_id FROM phrases
