@@ -341,7 +341,7 @@ def test_compare_reads_the_summaries_where_they_hold_the_answer(wh, monkeypatch)
     rng = np.random.default_rng(44)
     toy.tokens[2] = dict(toy.tokens[1])
     toy.acts[2] = {}
-    for key, (mx, _mean, n) in toy.acts[1].items():
+    for key, (_mx, _mean, n) in toy.acts[1].items():
         if rng.random() < 0.15:
             continue  # the tuned run lost this activation
         v = float(rng.integers(1, 12)) / 2
