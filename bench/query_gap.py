@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from xling.analysis import queries
+from xling.ingest.runner import IngestConfig
 from xling.warehouse import Warehouse
 
 DATA = Path(__file__).resolve().parent / "_data"
@@ -93,14 +94,17 @@ FROM scores JOIN languages USING (lang)
 GROUP BY layer ORDER BY layer
 """
 
+# Rows per committed chunk of an ingest with the default --chunk-rows.
+CHUNK_ROWS = IngestConfig.chunk_rows
+
 FLOOR = "SELECT count(*), sum(act_max) FROM feature_acts WHERE run_id = $run AND layer = $layer"
 
 
 def build(path: Path, *, rows: int, layers: int, per_phrase: int, order: str) -> None:
     """A warehouse with one finished run of about `rows` feature_acts rows, in `order`."""
     n_phrases = max(len(LANGS), rows // (layers * per_phrase) // len(LANGS) * len(LANGS))
-    # phrases per chunk for order="chunked": whole groups, >= 500k rows
-    chunk = max(len(LANGS), -(-500_000 // (layers * per_phrase * len(LANGS))) * len(LANGS))
+    # phrases per chunk for order="chunked": whole groups, >= an ingest's default chunk
+    chunk = max(len(LANGS), -(-CHUNK_ROWS // (layers * per_phrase * len(LANGS))) * len(LANGS))
     n_phrases = max(chunk, n_phrases // chunk * chunk) if order == "chunked" else n_phrases
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
@@ -138,7 +142,7 @@ def build(path: Path, *, rows: int, layers: int, per_phrase: int, order: str) ->
             idx = "i // ($n * $r) AS layer, (i // $r) % $n AS phrase, i % $r AS j"
         elif order == "chunked":
             # as an ingest lands them without a finish rewrite: chunks of $c phrases (all
-            # their layers, >= 500k rows), each sorted by (layer, phrase) inside
+            # their layers, >= CHUNK_ROWS rows), each sorted by (layer, phrase) inside
             idx = (
                 "(i % ($c * $layers * $r)) // ($c * $r) AS layer, "
                 "(i // ($c * $layers * $r)) * $c + (i // $r) % $c AS phrase, i % $r AS j"

@@ -110,7 +110,8 @@ def section(args: argparse.Namespace, queries: dict | None = None) -> str:
     if "update_s" in q:
         lines += [
             "",
-            f"Summary upkeep: {q['update_s']:.1f} s over {q['chunks']} chunks "
+            f"Summary upkeep: {q['update_s']:.1f} s over {q['chunks']} chunks of "
+            f"{q.get('chunk_rows', 500_000):,} rows "
             f"({q['update_s'] * per100:.0f} s per 100 M rows), finish {q['finish_s']:.1f} s "
             f"({q['finish_s'] * per100:.0f} s per 100 M rows); {q['rows']:,} summary rows.",
         ]

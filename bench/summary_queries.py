@@ -27,7 +27,7 @@ import json
 import time
 from pathlib import Path
 
-from query_gap import DATA, HAND_GAP, HAND_GAP_ALL, build, timed
+from query_gap import CHUNK_ROWS, DATA, HAND_GAP, HAND_GAP_ALL, build, timed
 
 from xling.warehouse import Warehouse
 from xling.warehouse.summaries import finish_summaries, update_summaries
@@ -69,7 +69,7 @@ def keep_summaries(wh: Warehouse, chunk_rows: int) -> dict[str, float]:
 
 
 def measure(
-    path: Path, layer: int, threads: int, repeat: int, chunk_rows: int = 500_000
+    path: Path, layer: int, threads: int, repeat: int, chunk_rows: int = CHUNK_ROWS
 ) -> dict[str, float]:
     with Warehouse(path) as wh:
         con = wh.con
@@ -135,7 +135,7 @@ def run(
     threads: int,
     repeat: int,
     order: str = "chunked",
-    chunk_rows: int = 500_000,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> dict:
     """Build (once) and measure; the dict bench/run.py reports from."""
     DATA.mkdir(parents=True, exist_ok=True)
@@ -162,7 +162,7 @@ def main() -> None:
     ap.add_argument(
         "--chunk-rows",
         type=float,
-        default=500_000,
+        default=CHUNK_ROWS,
         help="rows per summary update (an ingest's --chunk-rows); larger is quicker to build",
     )
     args = ap.parse_args()
