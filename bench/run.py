@@ -267,7 +267,15 @@ def real_ingest_bytes(lm, sae_dir: Path, groups: int, tmp: Path) -> dict:
         seconds = time.perf_counter() - start
         n, per_row = feature_table_bytes(db)
         growth = (db.stat().st_size - before) / n
-        out[enc] = {"rows": n, "bytes": per_row, "growth": growth, "seconds": seconds}
+        with Warehouse(db, read_only=True) as wh:
+            used = wh.scalar("SELECT used_blocks * block_size FROM pragma_database_size()")
+        out[enc] = {
+            "rows": n,
+            "bytes": per_row,
+            "growth": growth,
+            "seconds": seconds,
+            "file_over_data": db.stat().st_size / used,
+        }
         db.unlink()
     return out
 
@@ -529,10 +537,11 @@ def report(args, info: dict, results: dict, loads: list[str], seconds: float) ->
         rb = results["bytes"]
         notes.append(
             "Real ingest, per encoding (B per nonzero of the feature tables; of the whole "
-            "file's growth, which adds phrase_tokens and the summaries; ingest seconds): "
+            "file's growth, which adds phrase_tokens and the summaries; the file's size over "
+            "its used blocks; ingest seconds): "
             + "; ".join(
                 f"{enc} {rb[enc]['bytes']:.2f} / {rb[enc]['growth']:.2f} B, "
-                f"{rb[enc]['seconds']:.0f} s"
+                f"{rb[enc]['file_over_data']:.2f}×, {rb[enc]['seconds']:.0f} s"
                 for enc in ("lossless", "lean", "compact")
             )
             + "."
