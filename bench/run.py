@@ -459,35 +459,47 @@ def report(args, info: dict, results: dict, loads: list[str], seconds: float) ->
             higher=False,
         )
     n = f"{q['raw_rows'] / 1e6:,.0f} M"
+    big, source = results.get("query_large"), "this run"
+    if big is None or big["raw_rows"] <= q["raw_rows"]:
+        big = q
+    else:
+        source = (
+            f"`bench/summary_queries.py --rows {big['raw_rows']:.3g}`, run {big['measured']}, "
+            f"load {big['load']}"
+        )
+    n_big = f"{big['raw_rows'] / 1e6:,.0f} M"
     pairs = [
         (f"`query gap --layer {q['layer']}`", "gap_layer", "hand_layer"),
         ("`query gap`", "gap_all", "hand_all"),
         ("`query languages`", "languages", "hand_languages"),
         ("`query lape`", "lape", "raw_lape"),
     ]
-    slowest = max(q[ours] for _, ours, _ in pairs)
-    least = min(q[raw] / q[ours] for _, ours, raw in pairs)
-    add(
-        f"every metric query over 1 B rows ≤ 1 s (largest measured: {n} rows)",
-        "slowest **"
-        + f"{slowest:.3f} s** ("
-        + ", ".join(f"{name} {q[ours]:.3f} s" for name, ours, _ in pairs)
-        + ")",
-        slowest,
-        1.0,
-        higher=False,
-    )
-    add(
-        "… and ≥ 10× the raw-row query",
-        "least **"
-        + f"{least:.0f}×** ("
-        + ", ".join(
-            f"{name} {q[raw]:.2f} s raw = {q[raw] / q[ours]:.0f}×" for name, ours, raw in pairs
+    for rows_name, m, where in ((n_big, big, source), (n, q, "this run")):
+        slowest = max(m[ours] for _, ours, _ in pairs)
+        least = min(m[raw] / m[ours] for _, ours, raw in pairs)
+        add(
+            f"every metric query over 1 B rows ≤ 1 s ({rows_name} rows; {where})",
+            "slowest **"
+            + f"{slowest:.3f} s** ("
+            + ", ".join(f"{name} {m[ours]:.3f} s" for name, ours, _ in pairs)
+            + ")",
+            slowest,
+            1.0,
+            higher=False,
         )
-        + ")",
-        least,
-        10,
-    )
+        add(
+            f"… and ≥ 10× the raw-row query ({rows_name} rows)",
+            "least **"
+            + f"{least:.0f}×** ("
+            + ", ".join(
+                f"{name} {m[raw]:.2f} s raw = {m[raw] / m[ours]:.0f}×" for name, ours, raw in pairs
+            )
+            + ")",
+            least,
+            10,
+        )
+        if big is q:
+            break
     add(
         f"`query gap --layer L` over {n} rows ≤ 0.3 s",
         f"**{q['gap_layer']:.3f} s** from the summaries (hand-written over the raw rows "
@@ -546,12 +558,12 @@ def report(args, info: dict, results: dict, loads: list[str], seconds: float) ->
             )
             + "."
         )
-    if q["raw_rows"] < 1e9:
+    if big["raw_rows"] < 1e9:
         notes.append(
-            f"The metric queries ran over {n} rows, not 1 B: `make bench` builds its synthetic "
-            "warehouse and keeps its summaries chunk by chunk as an ingest does, about "
-            f"{(q.get('build_s') or 0) + q.get('update_s', 0):.0f} s at this size when not cached; "
-            "`bench/run.py --query-rows 1e9` measures 1 B rows (about 10× that, and ~10 GB of disk)."
+            f"The metric queries ran over {n_big} rows, not 1 B: `make bench` builds its "
+            "synthetic warehouse and keeps its summaries chunk by chunk as an ingest does; "
+            "`bench/summary_queries.py --rows 1e9 --chunk-rows 2e7` measures 1 B rows (~10 GB "
+            "of disk, about an hour on 2 cores) and leaves its result where this file finds it."
         )
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     cmd = " ".join(["bench/run.py", *sys.argv[1:]])
@@ -660,6 +672,7 @@ def main() -> None:
         results["bulk"] = bulk_load(int(args.bulk_rows), tmp)
         section("metric queries (bench/summary_queries.py)")
         results["query"] = summary_queries.run(args.query_rows, 8, 400, 2, 3)
+        results["query_large"] = summary_queries.largest_result()
         section("xling --help")
         results["help"] = help_time()
     text = report(args, info, results, loads, time.perf_counter() - start)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -145,10 +146,21 @@ def run(
         t0 = time.perf_counter()
         build(path, rows=int(rows), layers=layers, per_phrase=per_phrase, order=order)
         built = time.perf_counter() - t0
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     out = measure(path, layers // 2, threads, repeat, chunk_rows)
     out["build_s"] = built
     out["layer"] = layers // 2
+    out["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out["load"] = load
+    # kept beside the data: bench/run.py reports the largest measurement it finds
+    path.with_suffix(".result.json").write_text(json.dumps(out))
     return out
+
+
+def largest_result() -> dict | None:
+    """The stored measurement over the most rows (see run), or None."""
+    results = [json.loads(p.read_text()) for p in DATA.glob("summ-*-chunked.result.json")]
+    return max(results, key=lambda r: r["raw_rows"], default=None)
 
 
 def main() -> None:
