@@ -478,7 +478,7 @@ def report(args, info: dict, results: dict, loads: list[str], seconds: float) ->
         slowest = max(m[ours] for _, ours, _ in pairs)
         least = min(m[raw] / m[ours] for _, ours, raw in pairs)
         add(
-            f"every metric query over {'1 B' if m is big else rows_name} rows ≤ 1 s "
+            f"every metric query{' over 1 B rows' if m is big else ''} ≤ 1 s "
             f"({rows_name} rows; {where})",
             "slowest **"
             + f"{slowest:.3f} s** ("
