@@ -100,6 +100,21 @@ CHUNK_ROWS = IngestConfig.chunk_rows
 FLOOR = "SELECT count(*), sum(act_max) FROM feature_acts WHERE run_id = $run AND layer = $layer"
 
 
+def register_layers(con, run_id: int, layers: int) -> None:
+    """An SAE and a run_layers row per layer, as an ingest records them: without them
+    activation_layers falls back to a scan of every row, which a real run never pays."""
+    con.execute(
+        "INSERT INTO saes (model_id, layer, sae_name, d_in, d_sae) "
+        "SELECT 1, l, 'synthetic-' || l, 64, ? FROM range(?) t(l)",
+        [D_SAE, layers],
+    )
+    con.execute(
+        "INSERT INTO run_layers SELECT ?, s.layer, s.sae_id FROM saes s "
+        "WHERE s.sae_name LIKE 'synthetic-%' AND s.model_id = 1",
+        [run_id],
+    )
+
+
 def build(path: Path, *, rows: int, layers: int, per_phrase: int, order: str) -> None:
     """A warehouse with one finished run of about `rows` feature_acts rows, in `order`."""
     n_phrases = max(len(LANGS), rows // (layers * per_phrase) // len(LANGS) * len(LANGS))
@@ -119,6 +134,7 @@ def build(path: Path, *, rows: int, layers: int, per_phrase: int, order: str) ->
             "VALUES (1, 'finished', ?, now())",
             [json.dumps({"layers": list(range(layers)), "synthetic": True})],
         )
+        register_layers(con, 1, layers)
         # Phrase i belongs to group i // 10 in language slot i % 10. Origins on English
         # phrases: layer g % layers, feature at slot 200 of the group's feature list, which
         # every translation also holds (slot 200 - SHIFT·lang >= 0).

@@ -28,7 +28,7 @@ import os
 import time
 from pathlib import Path
 
-from query_gap import CHUNK_ROWS, DATA, HAND_GAP, HAND_GAP_ALL, build, timed
+from query_gap import CHUNK_ROWS, DATA, HAND_GAP, HAND_GAP_ALL, build, register_layers, timed
 
 from xling.warehouse import Warehouse
 from xling.warehouse.summaries import finish_summaries, update_summaries
@@ -69,9 +69,19 @@ def keep_summaries(wh: Warehouse, chunk_rows: int) -> dict[str, float]:
     return {"update_s": update_s, "finish_s": finish_s, "chunks": -(-n // step), "rows": rows}
 
 
+SUMMARY_TABLES = (
+    "summary_origin",
+    "summary_topk_hits",
+    "summary_feature_lang",
+    "summary_topk",
+    "summary_runs",
+)
+
+
 def measure(
-    path: Path, layer: int, threads: int, repeat: int, chunk_rows: int = CHUNK_ROWS
+    path: Path, layers: int, threads: int, repeat: int, chunk_rows: int = CHUNK_ROWS
 ) -> dict[str, float]:
+    layer = layers // 2
     with Warehouse(path) as wh:
         con = wh.con
         con.execute(f"SET threads = {int(threads)}")
@@ -79,6 +89,14 @@ def measure(
         out: dict[str, float] = {"raw_rows": float(wh.scalar("SELECT count(*) FROM feature_acts"))}
         # the upkeep is measured once, when the summaries are kept, and stored beside the file
         upkeep = path.with_suffix(".upkeep.json")
+        if not wh.scalar("SELECT count(*) FROM run_layers WHERE run_id = 1"):
+            # a file built before build() registered its layers: register them, and keep the
+            # summaries again (their upkeep scanned every row for the layers)
+            with wh.transaction() as c:
+                register_layers(c, 1, layers)
+                for table in SUMMARY_TABLES:
+                    c.execute(f"DELETE FROM {table} WHERE run_id = 1")
+            upkeep.unlink(missing_ok=True)
         if not wh.scalar("SELECT count(*) FROM summary_runs WHERE run_id = 1"):
             upkeep.write_text(
                 json.dumps(keep_summaries(wh, chunk_rows) | {"chunk_rows": chunk_rows})
@@ -147,7 +165,7 @@ def run(
         build(path, rows=int(rows), layers=layers, per_phrase=per_phrase, order=order)
         built = time.perf_counter() - t0
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    out = measure(path, layers // 2, threads, repeat, chunk_rows)
+    out = measure(path, layers, threads, repeat, chunk_rows)
     out["build_s"] = built
     out["layer"] = layers // 2
     out["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
