@@ -56,9 +56,9 @@ def section(args: argparse.Namespace, queries: dict | None = None) -> str:
         BEGIN,
         "## Scale (issue 15): storage, layout, summaries",
         "",
-        f"`bench/scale.py {' '.join(sys.argv[1:])}`; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"load average at start {load} on 2 cores shared with other engineers: absolute "
-        "times are from a loaded machine, the ratios (both sides back to back) are what count.",
+        f"`{' '.join(['bench/' + Path(sys.argv[0]).name, *sys.argv[1:]])}`; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at start {load}: "
+        "absolute times depend on the load, the ratios (both sides back to back) are what count.",
         "",
     ]
     rows = storage.ingest_like_rows(args.storage_phrases)
