@@ -370,3 +370,27 @@ def test_compare_reads_the_summaries_where_they_hold_the_answer(wh, monkeypatch)
         assert "base_summaries := false, tuned_summaries := false" in seen[-1]
         assert len(got) == len(want) > 0
         pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9)
+    # a round's held-apart split is scored from the raw rows: here every group is held
+    # apart, so the numbers stay those of the summaries
+    from_summaries = queries.compare(wh, 1, 2, mode="origin")
+    groups = sorted({p["group_id"] for p in toy.phrases.values()})
+    with wh.transaction() as con:
+        con.execute(
+            "INSERT INTO splits (split_id, base_run, seed, eval_frac, n_train, n_eval) "
+            "VALUES (1, 1, 0, 1.0, 0, ?)",
+            [len(groups)],
+        )
+        con.executemany("INSERT INTO split_groups VALUES (1, ?, 'eval')", [[g] for g in groups])
+        con.execute(
+            "INSERT INTO rounds (base_run, tuned_run, split_id, method, config) "
+            "VALUES (1, 2, 1, 'steer', '{}')"
+        )
+    held = queries.compare(wh, 1, 2, mode="origin")
+    assert "base_summaries := false, tuned_summaries := false" in seen[-1]
+    assert (held["split_id"] == 1).all()
+    pd.testing.assert_frame_equal(
+        held.drop(columns="split_id"),
+        from_summaries.drop(columns="split_id"),
+        check_exact=False,
+        rtol=1e-9,
+    )

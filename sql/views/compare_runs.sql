@@ -14,7 +14,6 @@
 -- of the round that made `tuned` from `base` (table rounds), every group when there is no
 -- such round; 'all' = every group. split_id says which split was used (NULL: none).
 --
---
 --   compare_runs(base, tuned, mode := NULL, stat := 'max', k := 16, at_layer := NULL,
 --                groups := 'auto', base_summaries := false, tuned_summaries := false)
 -- base_summaries / tuned_summaries (constants): score that run from its summaries (see
